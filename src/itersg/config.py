@@ -1,0 +1,157 @@
+"""params.yaml -> one validated, resolved configuration dict.
+
+The schema (``itersg/schemas/params.schema.yaml``, also ``workflow/schemas/``) is the single
+description of every key: Snakemake validates the same file with it, and docs/configuration.md is
+generated from it. ``load_params`` validates, fills the schema defaults and, in demo mode, merges
+the ``demo:`` overrides, so every command sees the same effective values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from itersg.errors import UserError
+
+SECTIONS_WITH_DEMO_OVERRIDES = (
+    "seed", "data", "synth", "detr_weights", "study", "variants", "model", "loss", "train", "evaluate",
+)
+
+
+@cache
+def params_schema() -> dict:
+    """The JSON schema of params.yaml, as a dict."""
+    return yaml.safe_load(files("itersg").joinpath("schemas/params.schema.yaml").read_text())
+
+
+def _resolve_ref(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        path = schema["$ref"].removeprefix("#/").split("/")
+        target = root
+        for part in path:
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
+    """Return ``value`` with the schema's defaults filled in for missing object keys."""
+    schema = _resolve_ref(schema, root)
+    if not isinstance(value, dict) or schema.get("type") != "object":
+        return value
+    filled = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve_ref(sub, root)
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        elif key not in filled and sub.get("type") == "object" and key != "demo":
+            filled[key] = {}
+        if key in filled and key != "demo":
+            filled[key] = _fill_defaults(filled[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in filled.keys() - schema.get("properties", {}).keys():
+            filled[key] = _fill_defaults(filled[key], extra, root)
+    return filled
+
+
+def _error_path(error: Any) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_params(params: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """Raise UserError naming the first offending key if ``params`` does not follow the schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(params_schema())
+    errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise UserError(
+            f"{source}: key '{_error_path(err)}': {err.message}; fix it (every key is described in "
+            f"docs/configuration.md)"
+        )
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_params(raw: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Validate ``raw`` params, fill defaults and apply the demo overrides when ``mode: demo``."""
+    validate_params(raw, source)
+    schema = params_schema()
+    params = _fill_defaults(dict(raw), schema, schema)
+    if params["mode"] == "demo":
+        overrides = {k: v for k, v in params.get("demo", {}).items() if k in SECTIONS_WITH_DEMO_OVERRIDES}
+        params = deep_merge(params, overrides)
+    _check_consistency(params, source)
+    return params
+
+
+def _check_consistency(params: Mapping[str, Any], source: str) -> None:
+    iterations = params["train"]["iterations"]
+    too_late = [i for i in params["study"]["eval_iterations"] if i > iterations]
+    if too_late:
+        raise UserError(
+            f"{source}: key 'study.eval_iterations': {too_late} exceed train.iterations ({iterations}); "
+            "lower them or raise train.iterations"
+        )
+    missing = [v for v in params["study"]["variants"] if v not in params["variants"]]
+    if missing:
+        raise UserError(f"{source}: key 'variants': no settings for {missing}; add them under 'variants:'")
+
+
+def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["train.iterations=100", "mode=demo"]`` into a nested override dict (values parsed as YAML)."""
+    override: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.iterations=1000")
+        node = override
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(text)
+    return override
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read, override (``KEY=VALUE`` strings), validate and resolve a params file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such params file; run from the project root or pass --params") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    mode_override = parse_assignments(overrides)
+    # `--set train.iterations=5` in demo mode must win over the demo section: apply to both.
+    raw = deep_merge(raw, mode_override)
+    if raw.get("mode") == "demo" and isinstance(raw.get("demo"), dict):
+        raw["demo"] = deep_merge(raw["demo"], {k: v for k, v in mode_override.items()
+                                               if k in SECTIONS_WITH_DEMO_OVERRIDES})
+    return resolve_params(raw, str(path))
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """sha256 of the resolved params (canonical JSON), for provenance."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()

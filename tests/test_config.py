@@ -1,0 +1,81 @@
+"""params.yaml validation, defaults and the demo switch."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from itersg.config import load_params, parse_assignments
+from itersg.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+def test_full_defaults_are_the_published_recipe():
+    params = load_params(PARAMS)
+    assert params["mode"] == "full"
+    assert params["train"]["iterations"] == 250_000
+    assert params["train"]["batch_size"] == 12 and params["train"]["gpus"] == 4
+    assert params["study"]["eval_iterations"] == [100_000, 250_000]
+    assert len(params["study"]["variants"]) == 7
+    assert all(v == {"alpha": 0.07, "beta": 0.75} for v in params["variants"].values())
+
+
+def test_demo_switch_applies_the_demo_section():
+    params = load_params(PARAMS, ["mode=demo"])
+    demo = yaml.safe_load(PARAMS.read_text())["demo"]
+    assert params["train"]["iterations"] == demo["train"]["iterations"]
+    assert params["data"]["root"] == demo["data"]["root"]
+    # keys the demo section does not name keep their full-mode values
+    assert params["train"]["weight_decay"] == 1.0e-4
+
+
+def test_set_overrides_win_in_demo_mode():
+    params = load_params(PARAMS, ["mode=demo", "train.iterations=50", "study.eval_iterations=[25, 50]"])
+    assert params["train"]["iterations"] == 50
+    assert params["study"]["eval_iterations"] == [25, 50]
+
+
+def test_missing_keys_get_schema_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("mode: full\n")
+    params = load_params(path)
+    assert params["loss"]["no_object_weight"] == 0.1
+    assert params["data"]["test_size"] == 800
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key"),
+    [
+        ("train.itrations=5", "'train'"),
+        ("train.iterations=abc", "'train.iterations'"),
+        ("variants.r101-detr.beta=-1", "'variants.r101-detr.beta'"),
+        ("study.variants=[resnet50]", "'study.variants.0'"),
+        ("study.eval_iterations=[300000]", "'study.eval_iterations'"),
+    ],
+)
+def test_bad_values_name_the_key(assignment, key):
+    with pytest.raises(UserError, match=key):
+        load_params(PARAMS, [assignment])
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="no such params file"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: [full\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_parse_assignments_nests_keys():
+    assert parse_assignments(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+    with pytest.raises(UserError):
+        parse_assignments(["novalue"])
+
+
+def test_workflow_schema_is_the_package_schema():
+    assert (ROOT / "workflow/schemas/params.schema.yaml").resolve() == (
+        ROOT / "src/itersg/schemas/params.schema.yaml"
+    ).resolve()
