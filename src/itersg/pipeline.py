@@ -1,0 +1,96 @@
+"""Where every pipeline stage writes: the one source of output paths for Snakemake, DVC and the report.
+
+All paths are relative to the project root and depend only on the resolved params (``mode`` keeps
+the demo's results apart from the full study's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+VG_FILES = (
+    "VG-SGG-with-attri.h5",
+    "VG-SGG-dicts-with-attri.json",
+    "image_data.json",
+    "zeroshot_triplet.pytorch",
+)
+REPORT = "reports/report.html"
+
+
+def results_dir(params: Mapping[str, Any]) -> PurePosixPath:
+    """``results/<mode>``: everything the study computes."""
+    return PurePosixPath("results") / params["mode"]
+
+
+def data_root(params: Mapping[str, Any]) -> PurePosixPath:
+    """The VG150 (or synthetic VG-format) folder the stages read."""
+    return PurePosixPath(params["data"]["root"])
+
+
+def vg_files(params: Mapping[str, Any]) -> dict[str, str]:
+    """The four annotation files of the dataset, by short name."""
+    root = data_root(params)
+    names = ("h5", "dicts", "image_data", "zero_shot")
+    return {name: str(root / file) for name, file in zip(names, VG_FILES, strict=True)}
+
+
+def image_dir(params: Mapping[str, Any]) -> str:
+    return str(data_root(params) / "VG_100K")
+
+
+def verified_flag(params: Mapping[str, Any]) -> str:
+    return str(results_dir(params) / "data" / "verified.txt")
+
+
+def prepare_summary(params: Mapping[str, Any]) -> str:
+    return str(results_dir(params) / "data" / "prepare.json")
+
+
+def detr_pretrain_dir(params: Mapping[str, Any]) -> str:
+    return str(results_dir(params) / "detr")
+
+
+def replicated_init(params: Mapping[str, Any]) -> str:
+    """IterativeSG initial weights made from the pretrained DETR by decoder replication."""
+    return str(results_dir(params) / "weights" / "r101-detr_init.pth")
+
+
+def released_detr(params: Mapping[str, Any]) -> str:
+    """The released VG-pretrained DETR of IterativeSG, as `itersg fetch` places it."""
+    return "resources/weights/iterativesg_detr_vg.pth"
+
+
+def train_dir(params: Mapping[str, Any], variant: str) -> str:
+    return str(results_dir(params) / "train" / variant)
+
+
+def final_weights(params: Mapping[str, Any], variant: str) -> str:
+    return f"{train_dir(params, variant)}/model_final.pth"
+
+
+def checkpoint(params: Mapping[str, Any], variant: str, iteration: int) -> str:
+    """A checkpoint the evaluation reads; the training engine never prunes these."""
+    return f"{train_dir(params, variant)}/checkpoints/model_{int(iteration):07d}.pth"
+
+
+def curves_dir(params: Mapping[str, Any], variant: str) -> str:
+    return f"{train_dir(params, variant)}/dvclive"
+
+
+def eval_dir(params: Mapping[str, Any], variant: str, iteration: int | str) -> str:
+    return str(results_dir(params) / "eval" / variant / str(iteration))
+
+
+def metrics_file(params: Mapping[str, Any], variant: str, iteration: int | str) -> str:
+    return f"{eval_dir(params, variant, iteration)}/metrics.json"
+
+
+def all_metrics(params: Mapping[str, Any]) -> list[str]:
+    """Every metrics file of the study, variant-major."""
+    return [
+        metrics_file(params, variant, iteration)
+        for variant in params["study"]["variants"]
+        for iteration in params["study"]["eval_iterations"]
+    ]

@@ -1,0 +1,58 @@
+# The IterativeSG initial weights of r101-detr: the released VG-pretrained DETR, or DETR pretrained here
+# on VG objects followed by decoder replication (detr_weights.source).
+
+if P["detr_weights"]["source"] == "released":
+
+    rule fetch_detr:
+        output:
+            weights=paths.released_detr(P),
+        log:
+            log_path("fetch_detr"),
+        benchmark:
+            benchmark_path("fetch_detr")
+        conda:
+            "../envs/itersg.yaml"
+        shell:
+            "itersg fetch iterativesg-detr-vg --dest resources > {log} 2>&1"
+
+else:
+
+    rule pretrain_detr:
+        input:
+            summary=paths.prepare_summary(P),
+        output:
+            weights=f"{paths.detr_pretrain_dir(P)}/model_final.pth",
+        params:
+            itersg_args=ITERSG_ARGS,
+            out=lambda wildcards, output: os.path.dirname(output.weights),
+            launcher=train_launcher(P["train"]["gpus"], P["train"]["nodes"]),
+        log:
+            log_path("pretrain_detr"),
+        benchmark:
+            benchmark_path("pretrain_detr")
+        threads: 4
+        resources:
+            gpu=P["train"]["gpus"],
+            nodes=P["train"]["nodes"],
+            runtime=train_runtime,
+            mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        conda:
+            "../envs/itersg.yaml"
+        shell:
+            "{params.launcher} itersg pretrain-detr --out {params.out} {params.itersg_args} > {log} 2>&1"
+
+    rule replicate_decoder:
+        input:
+            detr=f"{paths.detr_pretrain_dir(P)}/model_final.pth",
+        output:
+            weights=paths.replicated_init(P),
+        params:
+            itersg_args=ITERSG_ARGS,
+        log:
+            log_path("replicate_decoder"),
+        benchmark:
+            benchmark_path("replicate_decoder")
+        conda:
+            "../envs/itersg.yaml"
+        shell:
+            "itersg replicate-decoder --detr {input.detr} --out {output.weights} {params.itersg_args} > {log} 2>&1"
