@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The whole study on the embedded synthetic VG-format dataset: data, DETR pretraining, training,
+# evaluation and the report (reports/report.html).
 demo: $(STAMP)
-	$(VENV)/bin/itersg demo
+	$(VENV)/bin/snakemake --config mode=demo --cores all
+	@echo "Report: $(abspath reports/report.html)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests

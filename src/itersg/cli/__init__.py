@@ -13,7 +13,7 @@ import sys
 from itersg.errors import UserError
 
 # Modules of this package that add sub-commands, in the order `itersg --help` lists them.
-COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "report", "bench", "demo")
+COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "report", "bench", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:
