@@ -1,0 +1,84 @@
+"""The workflow's wiring: lint-clean Snakemake, a dvc.yaml that agrees with it, profiles that resolve."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from itersg.config import load_params
+from itersg.dvc_stages import _parse_dry_run, dvc_yaml, snakemake_jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _snakemake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("mode", ["full", "demo"])
+def test_snakemake_lint_is_clean(mode):
+    result = _snakemake("--lint", "--config", f"mode={mode}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_full_dag_covers_every_variant_and_checkpoint():
+    params = load_params(ROOT / "params.yaml")
+    jobs = snakemake_jobs(ROOT)
+    trained = sorted(job.wildcards["variant"] for job in jobs if job.rule == "train")
+    evaluated = sorted((j.wildcards["variant"], int(j.wildcards["iteration"])) for j in jobs if j.rule == "evaluate")
+    assert trained == sorted(params["study"]["variants"])
+    assert evaluated == sorted((v, i) for v in trained for i in params["study"]["eval_iterations"])
+
+
+def test_committed_dvc_yaml_is_generated_from_the_workflow():
+    params = load_params(ROOT / "params.yaml")
+    assert (ROOT / "dvc.yaml").read_text() == dvc_yaml(ROOT, params), "run `itersg pipeline dvc`"
+
+
+def test_dvc_stages_have_exactly_the_snakemake_inputs_and_outputs():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    jobs = {job.stage_name: job for job in snakemake_jobs(ROOT)}
+    assert set(stages) == set(jobs)
+    for name, stage in stages.items():
+        job = jobs[name]
+        file_deps = [d for d in stage.get("deps", []) if not d.startswith("src/")]
+        outs = stage.get("outs", []) + [next(iter(m)) for m in stage.get("metrics", [])]
+        assert sorted(file_deps) == sorted(job.inputs), name
+        assert sorted(outs) == sorted(job.outputs), name
+        assert stage["cmd"].split()[:5] == ["itersg", "pipeline", "run", "--rule", job.rule]
+
+
+def test_variant_settings_are_params_of_only_that_variants_stages():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        variant_keys = [p for p in stage.get("params", []) if str(p).startswith("variants.")]
+        if name.startswith(("train-", "evaluate-")):
+            variant = name.split("-", 1)[1]
+            assert any(variant.startswith(k.removeprefix("variants.")) for k in variant_keys), name
+            assert len(variant_keys) == 1
+        else:
+            assert variant_keys == [], name
+
+
+def test_dry_run_parser_reads_wildcards_and_files():
+    text = (
+        "rule evaluate:\n    input: a.pth\n    output: m.json, p.h5\n    wildcards: variant=r101-detr, "
+        "iteration=100\n\nlocalrule report:\n    input: m.json\n    output: r.html\n"
+    )
+    jobs = list(_parse_dry_run(text))
+    assert [j.stage_name for j in jobs] == ["evaluate-r101-detr-100", "report"]
+    assert jobs[0].outputs == ["m.json", "p.h5"] and jobs[1].inputs == ["m.json"]
+
+
+def test_slurm_profile_is_found_from_the_root_by_name():
+    profile = ROOT / "slurm" / "config.yaml"
+    assert profile.is_file(), "`snakemake --profile slurm` resolves ./slurm"
+    config = yaml.safe_load(profile.read_text())
+    assert config["executor"] == "slurm"
+    assert config["slurm-keep-successful-logs"] is True
+    assert (ROOT / "profiles" / "default" / "config.yaml").is_file()
+    result = _snakemake("--profile", "slurm", "-n", "--config", "mode=demo")
+    assert result.returncode == 0, result.stderr
