@@ -13,7 +13,7 @@ import sys
 from itersg.errors import UserError
 
 # Modules of this package that add sub-commands, in the order `itersg --help` lists them.
-COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "report", "bench", "pipeline")
+COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "report", "bench", "pipeline", "docs")
 
 
 def build_parser() -> argparse.ArgumentParser:
