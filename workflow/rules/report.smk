@@ -12,6 +12,7 @@ rule report:
     output:
         html=paths.REPORT,
     params:
+        itersg_args=ITERSG_ARGS,
         curves=[
             f"{variant}={paths.curves_dir(P, variant)}" for variant in P["study"]["variants"]
         ],
@@ -22,4 +23,4 @@ rule report:
         "../envs/itersg.yaml"
     shell:
         "itersg report --metrics {input.metrics} --prepare {input.summary} --curves {params.curves}"
-        " --benchmarks {params.benchmarks} --params params.yaml --out {output.html} > {log} 2>&1"
+        " --benchmarks {params.benchmarks} {params.itersg_args} --out {output.html} > {log} 2>&1"

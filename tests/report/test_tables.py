@@ -1,0 +1,109 @@
+"""Table logic: published mapping, units of the differences, the T.P. check, predicate order and groups."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from report_fixtures import FREQUENCIES, PREDICATES
+
+from itersg.report.inputs import PrepareSummary
+from itersg.report.tables import (
+    OTHER_COLUMNS,
+    RECALL_COLUMNS,
+    Cell,
+    check_total_params,
+    difference_cell,
+    predicate_order,
+    published_total_params,
+    reference_rows,
+)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "itersg" / "report"
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference_results.csv"
+
+
+def column(key):
+    return next(c for c in RECALL_COLUMNS + OTHER_COLUMNS if c.key == key)
+
+
+def test_packaged_reference_matches_its_provenance_note():
+    data = (PACKAGE / "reference_results.csv").read_bytes()
+    note = (PACKAGE / "reference_results.PROVENANCE.md").read_text()
+    [recorded] = re.findall(r"sha256:\*\* `([0-9a-f]{64})`", note)
+    assert hashlib.sha256(data).hexdigest() == recorded
+    assert "etri-iterativeSG README" in note
+
+
+@pytest.mark.skipif(not SHARED_CSV.is_file(), reason="shared/ is not beside the checkout")
+def test_packaged_reference_is_the_shared_copy():
+    assert (PACKAGE / "reference_results.csv").read_bytes() == SHARED_CSV.read_bytes()
+
+
+@pytest.mark.parametrize(("measured", "published", "evaluated", "verdict"), [
+    (93251470, 93251470, True, "match"), (93251471, 93251470, True, "mismatch"),
+    (None, 93251470, False, "not run"), (None, 93251470, True, "not measured"),
+    (5, None, True, "no published count"),
+])
+def test_total_parameter_check(measured, published, evaluated, verdict):
+    assert check_total_params(measured, published, evaluated) == verdict
+
+
+def test_published_totals_are_the_spec_counts():
+    rows = reference_rows()
+    expected = {"r101-detr": 93251470, "vovnet39-detr": 79102606, "vovnet57-detr": 95362190,
+                "vovnet99-detr": 123408270, "vovnet39-centermask": 103168224,
+                "vovnet57-centermask": 119427808, "vovnet99-centermask": 147473888}
+    for variant, total in expected.items():
+        assert published_total_params(variant, rows)[0] == total
+    assert published_total_params("r101-detr", rows)[1] == "44.5 M"
+    assert published_total_params("resnet50-detr", rows) == (None, "")
+
+
+def test_recall_difference_is_in_percentage_points():
+    # ours 0.2347 (fraction) vs published 23.72 (percent) -> -0.25 pp, worse
+    cell = difference_cell(Cell("23.47", 0.2347), Cell("23.72", 23.72), column("R@50"))
+    assert cell.value == pytest.approx(-0.25)
+    assert cell.text == "−0.25" and "worse" in cell.css
+
+
+def test_sgmeanrecall_difference_stays_a_fraction():
+    cell = difference_cell(Cell("", 0.1300), Cell("", 0.1292), column("SGMeanRecall@50"))
+    assert cell.value == pytest.approx(0.0008) and cell.text == "+0.0008" and "better" in cell.css
+
+
+def test_differences_below_the_rounding_are_neutral():
+    cell = difference_cell(Cell("", 0.23721), Cell("", 23.72), column("R@50"))
+    assert "same" in cell.css
+    cell = difference_cell(Cell("", 0.2), Cell("", None), column("R@50"))
+    assert cell.value is None and cell.text == "—"
+
+
+def test_faster_is_better():
+    assert "better" in difference_cell(Cell("", 0.09), Cell("", 0.1), column("s_per_image")).css
+    assert "worse" in difference_cell(Cell("", 0.11), Cell("", 0.1), column("s_per_image")).css
+
+
+def test_predicates_by_training_frequency_in_thirds(tmp_path):
+    prepare = PrepareSummary(tmp_path / "prepare.json", PREDICATES, FREQUENCIES, {})
+    order = predicate_order([*PREDICATES, "flying in"], prepare)
+    assert order.names[:3] == ["on", "has", "of"]  # 9000, 7000, 6000
+    assert order.names[-2:] == ["sitting on", "flying in"]  # least frequent, then the unknown one
+    assert order.groups == ["head"] * 4 + ["body"] * 4 + ["tail"] * 4 + [None]
+    assert "flying in" in order.note
+
+
+def test_predicates_without_prepare_are_ordered_by_name():
+    order = predicate_order(["on", "above", "has"], None)
+    assert order.names == ["above", "has", "on"] and order.groups == [None] * 3
+    assert "ordered by name" in order.note
+
+
+def test_any_parameter_difference_is_a_mismatch():
+    total = column("params.total")
+    assert "worse" in difference_cell(Cell("", 79102607), Cell("", 79102606.0), total).css
+    assert "worse" in difference_cell(Cell("", 79102605), Cell("", 79102606.0), total).css
+    same = difference_cell(Cell("", 79102606), Cell("", 79102606.0), total)
+    assert "same" in same.css and same.text == "0"
