@@ -1,0 +1,94 @@
+"""Evaluation verbs: ``itersg metrics`` (a predictions file -> metrics JSON).
+
+``itersg evaluate`` (run a checkpoint on a split, write the predictions file, then the metrics) is added
+by ``_register_evaluate`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from itersg.errors import UserError
+
+ZERO_SHOT_FILE = "zeroshot_triplet.pytorch"
+DICTS_FILE = "VG-SGG-dicts-with-attri.json"
+SPLITS = ("train", "val", "test")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the evaluation verbs to the ``itersg`` parser."""
+    _register_metrics(subparsers)
+    # TODO(lead): _register_evaluate(subparsers) -> `itersg evaluate` (model inference + predictions file
+    # + compute_metrics + metrics_document with timing/params, failed_metrics_document on error).
+
+
+def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "metrics",
+        help="scene-graph recalls (R, ng-R, zR, mR, hR @20/50/100) and box AP of a predictions file",
+        description="Compute the sgdet metrics and COCO box AP of a predictions file (written by "
+                    "`itersg evaluate`) against a split's ground truth, and write the metrics JSON.",
+    )
+    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
+                        help=f"dataset folder (VG150 layout: h5, image_data.json, {DICTS_FILE})")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="split the predictions are for")
+    parser.add_argument("--predictions", required=True, type=Path, metavar="FILE",
+                        help="predictions file (HDF5, see docs/predictions-format.md)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="metrics JSON to write")
+    parser.add_argument("--num-val", type=int, default=5000, metavar="N",
+                        help="validation images taken from the start of the train split (default 5000)")
+    parser.add_argument("--iou-convention", choices=("isg", "sgb"), default="isg",
+                        help="box IoU: isg = continuous (reference, default); sgb = +1 pixel")
+    parser.add_argument("--zero-shot", type=Path, metavar="FILE",
+                        help=f"zero-shot triplets (default DIR/{ZERO_SHOT_FILE})")
+    parser.set_defaults(handler=_run_metrics)
+
+
+def load_ground_truth(data_root: Path, split: str, num_val_images: int = 5000) -> dict:
+    """{image_id: {"boxes", "labels", "relations", "width", "height"}} of a split, from the data layer."""
+    from itersg.data.vg150 import load_split_ground_truth
+
+    return load_split_ground_truth(data_root, split, num_val_images=num_val_images)
+
+
+def load_predicate_names(data_root: Path) -> list[str]:
+    """Predicate names by 0-based index, from the dataset's dicts JSON (``idx_to_predicate``, 1-based)."""
+    path = Path(data_root) / DICTS_FILE
+    try:
+        names = json.loads(path.read_text())["idx_to_predicate"]
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; fetch or build the dataset in {data_root} first") from None
+    except (ValueError, KeyError) as err:
+        raise UserError(f"{path}: cannot read 'idx_to_predicate' ({err}); fetch the file again") from None
+    return [names[key] for key in sorted(names, key=int)]
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from itersg.evaluation.metrics import (
+        compute_metrics,
+        load_zero_shot_triplets,
+        metrics_document,
+        write_metrics_json,
+    )
+    from itersg.evaluation.predictions import PredictionsReader
+
+    with PredictionsReader(args.predictions) as reader:
+        if reader.split != args.split:
+            raise UserError(f"{args.predictions} holds predictions for split '{reader.split}' but --split is "
+                            f"'{args.split}'; pass --split {reader.split}")
+        zero_shot = load_zero_shot_triplets(args.zero_shot or args.data / ZERO_SHOT_FILE)
+        predicate_names = load_predicate_names(args.data)
+        ground_truth = load_ground_truth(args.data, args.split, args.num_val)
+        metrics = compute_metrics(reader, ground_truth, zero_shot, predicate_names,
+                                  iou_convention=args.iou_convention)
+        document = metrics_document(variant=reader.variant, iteration=reader.iteration, split=args.split,
+                                    metrics=metrics)
+    write_metrics_json(args.out, document)
+    sgdet = metrics["sgdet"]
+    print(f"{document['variant']} @ {document['iteration']} on {args.split} "
+          f"({metrics['num_images']} images): "
+          f"R@20/50/100 = {sgdet['R@20']:.4f}/{sgdet['R@50']:.4f}/{sgdet['R@100']:.4f}, "
+          f"mR@100 = {sgdet['mR@100']:.4f}, AP50 = {metrics['bbox']['AP50']:.2f} -> {args.out}")
+    return 0

@@ -1,0 +1,83 @@
+"""COCO box AP of the predicted objects, as IterativeSG reports it (detectron2 ``COCOEvaluator``).
+
+Ground truth = every annotated object of each evaluated image (also objects in no relation), boxes at
+original resolution and not clipped, written as XYWH (rounded to 3 decimals, as detectron2's COCO
+conversion does), area = w·h, 0-based category ids, ``iscrowd`` 0. Detections = the predictions file's
+boxes, labels and scores, pooled over images. pycocotools does the rest (``maxDets`` 100 per image and
+category, IoU thresholds 0.50:0.95). Results are in percent; NaN where COCO gives -1 (no GT in the
+area range). pycocotools' console output goes to this module's logger at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+BOX_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval.Params
+logger = logging.getLogger(__name__)
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] float32 xyxy -> xywh (float32 subtraction, as detectron2's BoxMode.convert)."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+class CocoBoxEvaluator:
+    """Pool per-image GT objects and detections with :meth:`add`; :meth:`summarize` runs COCOeval."""
+
+    def __init__(self) -> None:
+        self._images: list[int] = []
+        self._gt: list[dict] = []
+        self._detections: list[dict] = []
+        self._categories: set[int] = set()
+
+    def add(self, image_id: int, gt_boxes: np.ndarray, gt_labels: np.ndarray,
+            boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
+        """One image: GT objects [N, 4] xyxy + [N] classes; detections [M, 4] xyxy + [M] classes + [M]."""
+        image_id = int(image_id)
+        self._images.append(image_id)
+        gt_xywh = _xywh(gt_boxes)
+        areas = (gt_xywh[:, 2] * gt_xywh[:, 3]).tolist()
+        for box, label, area in zip(gt_xywh.tolist(), np.asarray(gt_labels).tolist(), areas):
+            self._gt.append({"id": len(self._gt) + 1, "image_id": image_id, "category_id": label,
+                             "bbox": [round(v, 3) for v in box], "area": area, "iscrowd": 0})
+        for box, label, score in zip(_xywh(boxes).tolist(), np.asarray(labels).tolist(),
+                                     np.asarray(scores).tolist()):
+            self._detections.append({"image_id": image_id, "category_id": label, "bbox": box,
+                                     "score": score})
+        self._categories.update(np.asarray(gt_labels).tolist())
+        self._categories.update(np.asarray(labels).tolist())
+
+    def summarize(self) -> dict[str, float]:
+        """AP, AP50, AP75, APs, APm, APl in percent (NaN where undefined)."""
+        if not self._detections:
+            return self._without_detections()
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            coco_gt = COCO()
+            coco_gt.dataset = {"images": [{"id": i} for i in self._images], "annotations": self._gt,
+                               "categories": [{"id": c} for c in sorted(self._categories)]}
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(self._detections)
+            coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        logger.debug("pycocotools output:\n%s", log.getvalue())
+        return {key: float(v * 100) if v >= 0 else float("nan")
+                for key, v in zip(BOX_AP_KEYS, coco_eval.stats[:6])}
+
+    def _without_detections(self) -> dict[str, float]:
+        """pycocotools cannot load an empty result list: AP is 0 where there is GT to find, else NaN."""
+        areas = np.array([gt["area"] for gt in self._gt])
+        out = {key: 0.0 if areas.size else float("nan") for key in ("AP", "AP50", "AP75")}
+        for key, (low, high) in AREA_RANGES.items():
+            out[key] = 0.0 if ((areas >= low) & (areas <= high)).any() else float("nan")
+        return out

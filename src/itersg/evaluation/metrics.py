@@ -1,0 +1,179 @@
+"""Predictions + ground truth -> the metrics JSON (its ``sgdet``, ``per_predicate_recall``, ``bbox`` parts).
+
+``compute_metrics`` makes one pass over the predictions (a :class:`PredictionsReader` or per-image dicts)
+and feeds the scene-graph recalls and the COCO box AP; ``metrics_document`` adds the run's identity
+(and, from ``itersg evaluate``, timing and parameter counts); ``write_metrics_json`` writes it atomically.
+Undefined values (NaN, e.g. zR without zero-shot GT) are written as JSON ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itersg.errors import UserError
+from itersg.evaluation.detection import CocoBoxEvaluator
+from itersg.evaluation.predictions import PredictionsReader, check_prediction
+from itersg.evaluation.sg_metrics import RECALL_KS, SceneGraphRecall
+
+GroundTruth = Mapping[int, Mapping[str, Any]]
+
+
+def load_zero_shot_triplets(path: str | os.PathLike) -> np.ndarray:
+    """The zero-shot triplet file (a torch-saved int64 tensor [Z, 3]) as a 1-based NumPy array.
+
+    Columns: subject class, object class, predicate, all 1-based (as stored in the reference repos).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"zero-shot triplet file {path} does not exist; pass --zero-shot FILE or fetch "
+                        f"the data (zeroshot_triplet.pytorch)")
+    try:
+        triplets = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt file
+        raise UserError(f"cannot read zero-shot triplets from {path} ({err}); fetch the file again") from None
+    triplets = np.asarray(triplets, dtype=np.int64)
+    if triplets.ndim != 2 or triplets.shape[1] != 3:
+        raise UserError(f"{path}: zero-shot triplets have shape {triplets.shape}, expected (Z, 3)")
+    if triplets.size and triplets.min() < 1:
+        raise UserError(f"{path}: zero-shot triplets must be 1-based (found {triplets.min()}); fetch the "
+                        f"file again")
+    return triplets
+
+
+def _ground_truth_arrays(gt: Mapping[str, Any], image_id: int,
+                         num_predicates: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GT boxes [N, 4] float32, labels [N] int64, relations [G, 3] int64, checked."""
+    boxes = np.asarray(gt["boxes"], dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(gt["labels"], dtype=np.int64).reshape(-1)
+    relations = np.asarray(gt["relations"], dtype=np.int64).reshape(-1, 3)
+    problem = None
+    if len(boxes) != len(labels):
+        problem = f"{len(boxes)} boxes but {len(labels)} labels"
+    elif len(labels) and labels.min() < 0:
+        problem = "an object label is negative"
+    elif len(relations) and (relations[:, :2].min() < 0 or relations[:, :2].max() >= len(boxes)):
+        problem = "a relation refers to an object that does not exist"
+    elif len(relations) and (relations[:, 2].min() < 0 or relations[:, 2].max() >= num_predicates):
+        problem = f"a relation predicate is outside 0..{num_predicates - 1} (the predictions' predicates)"
+    if problem:
+        raise UserError(f"ground truth of image {image_id}: {problem}; check the dataset files and that "
+                        f"the predictions were made on this dataset")
+    return boxes, labels, relations
+
+
+def _prediction_records(predictions: PredictionsReader | Iterable[Mapping], ground_truth: GroundTruth,
+                        num_object_classes: int) -> tuple[Iterable[Mapping], int | None, str]:
+    """(validated records, number of predicates or None if unknown, source) for a reader or dicts."""
+    if isinstance(predictions, PredictionsReader):
+        predictions.check_image_ids(ground_truth.keys(), predictions.split)
+        return predictions, predictions.num_predicates, str(predictions.path)
+    records = list(predictions)
+    if not records:
+        return records, None, "predictions"
+    first = records[0].get("rel_scores")
+    if first is None or np.ndim(first) != 2:
+        raise UserError("predictions: field 'rel_scores' of the first image is missing or not [P, C + 1]")
+    num_predicates = int(np.shape(first)[1]) - 1
+    checked = [check_prediction(r, num_predicates, num_object_classes) for r in records]
+    return checked, num_predicates, "predictions"
+
+
+def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_truth: GroundTruth,
+                    zero_shot_triplets_1based: np.ndarray, predicate_names: Sequence[str], *,
+                    iou_convention: str = "isg", num_object_classes: int = 150) -> dict[str, Any]:
+    """All sgdet metrics and the box AP of one predictions set.
+
+    Args:
+        predictions: an open :class:`PredictionsReader`, or per-image dicts with the contract's fields.
+        ground_truth: {image_id: {"boxes" [N, 4] xyxy original pixels, "labels" [N] 0-based,
+            "relations" [G, 3] (subject index, object index, 0-based predicate)}}; must cover every
+            predicted image. Images without predictions are not evaluated.
+        zero_shot_triplets_1based: [Z, 3] (subject class, object class, predicate), 1-based as stored.
+        predicate_names: C names, index = 0-based predicate (C = rel_scores columns - 1).
+        iou_convention: "isg" (reference, continuous) or "sgb" (+1 pixel).
+        num_object_classes: label range checked for dict predictions (a reader uses its file's value).
+
+    Returns:
+        {"num_images": int, "sgdet": {...}, "per_predicate_recall": {"20": {name: recall}, ...},
+        "bbox": {"AP": ..., ...}}. Per-predicate recalls use the corrected convention (their mean is
+        ``mR_corrected``); a predicate without GT gets 0.0, as in the mean.
+    """
+    records, num_predicates, source = _prediction_records(predictions, ground_truth, num_object_classes)
+    num_predicates = len(predicate_names) if num_predicates is None else num_predicates
+    if len(predicate_names) != num_predicates:
+        raise UserError(f"{source}: the predictions have {num_predicates} predicates but the dataset names "
+                        f"{len(predicate_names)}; evaluate with the dataset the model was trained on")
+    zero_shot = np.asarray(zero_shot_triplets_1based, dtype=np.int64).reshape(-1, 3) - 1
+    if zero_shot.size and zero_shot.min() < 0:
+        raise UserError("zero-shot triplets must be 1-based (subject class, object class, predicate)")
+    recall = SceneGraphRecall(num_predicates, zero_shot, iou_convention)
+    boxes_ap = CocoBoxEvaluator()
+    seen: set[int] = set()
+    for record in records:
+        image_id = int(record["image_id"])
+        if image_id in seen:
+            raise UserError(f"{source}: image {image_id} appears more than once")
+        seen.add(image_id)
+        if image_id not in ground_truth:
+            raise UserError(f"{source}: image {image_id} is not in the ground truth of this split; "
+                            f"evaluate with the split the predictions were made for")
+        gt_boxes, gt_labels, gt_relations = _ground_truth_arrays(ground_truth[image_id], image_id,
+                                                                 num_predicates)
+        recall.add(gt_boxes, gt_labels, gt_relations, record["boxes"], record["labels"], record["scores"],
+                   record["rel_pairs"], record["rel_scores"])
+        boxes_ap.add(image_id, gt_boxes, gt_labels, record["boxes"], record["labels"], record["scores"])
+    scores = recall.summarize()
+    per_predicate = {str(k): dict(zip(predicate_names, scores.per_predicate_corrected[k].tolist()))
+                     for k in RECALL_KS}
+    return {"num_images": len(seen), "sgdet": scores.sgdet(), "per_predicate_recall": per_predicate,
+            "bbox": boxes_ap.summarize()}
+
+
+def metrics_document(*, variant: str, iteration: int, split: str, metrics: Mapping[str, Any],
+                     timing: Mapping[str, Any] | None = None,
+                     params: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The metrics JSON of a successful evaluation (``metrics`` = the output of compute_metrics)."""
+    document: dict[str, Any] = {"variant": variant, "iteration": int(iteration), "split": split,
+                                "num_images": int(metrics["num_images"]), "status": "ok"}
+    document.update({key: metrics[key] for key in ("sgdet", "per_predicate_recall", "bbox")})
+    if timing is not None:
+        document["timing"] = dict(timing)
+    if params is not None:
+        document["params"] = dict(params)
+    return document
+
+
+def failed_metrics_document(*, variant: str, iteration: int, error: str) -> dict[str, Any]:
+    """The metrics JSON of an evaluation that failed."""
+    return {"variant": variant, "iteration": int(iteration), "status": "failed", "error": error}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, NumPy scalars -> Python numbers, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics_json(path: str | os.PathLike, document: Mapping[str, Any]) -> None:
+    """Write ``document`` as indented JSON, atomically (temp file in the same directory + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
