@@ -1,0 +1,95 @@
+"""Model verbs: ``itersg count-params`` and ``itersg replicate-decoder``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from itersg.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("count-params", help="print a variant's parameter counts as JSON")
+    p.add_argument("variant", help="variant name, e.g. r101-detr")
+    _add_model_options(p)
+    p.add_argument("--detr", action="store_true", help="count the plain DETR of the variant instead")
+    p.set_defaults(handler=_run_count_params)
+
+    p = subparsers.add_parser("replicate-decoder",
+                              help="initialise IterativeSG from a DETR checkpoint by decoder replication")
+    p.add_argument("--detr", required=True, help="DETR checkpoint (.pth; this project's or the reference's)")
+    p.add_argument("--out", required=True, help="IterativeSG checkpoint to write ({'model': state_dict})")
+    p.add_argument("--variant", default="r101-detr", help="variant whose IterativeSG receives the weights")
+    p.add_argument("--num-predicates", type=int, default=50, help="predicate classes (default 50)")
+    _add_model_options(p)
+    p.set_defaults(handler=_run_replicate_decoder)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", help="params.yaml to take model.overrides and model.transformer_level from")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params value (with --params), e.g. --set mode=demo")
+    p.add_argument("--overrides",
+                   help="model overrides as JSON (wins over --params), e.g. '{\"dec_layers\": 2}'")
+    p.add_argument("--transformer-level", help="FPN level that feeds the transformer (VoVNet variants)")
+
+
+def _model_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    overrides: dict[str, Any] = {}
+    level = "P5"
+    if args.params:
+        from itersg.config import load_params
+
+        params = load_params(args.params, args.assignments)
+        overrides, level = dict(params["model"]["overrides"]), params["model"]["transformer_level"]
+    elif args.assignments:
+        raise UserError("--set needs --params")
+    if args.overrides:
+        try:
+            overrides = json.loads(args.overrides)
+        except json.JSONDecodeError as err:
+            raise UserError(f"--overrides: not valid JSON ({err.msg}); "
+                            "e.g. '{\"dec_layers\": 2}'") from None
+        if not isinstance(overrides, dict):
+            raise UserError("--overrides: expected a JSON object")
+    return overrides, args.transformer_level or level
+
+
+def _run_count_params(args: argparse.Namespace) -> int:
+    from itersg.models.registry import build_detr, build_model, count_parameters
+
+    overrides, level = _model_options(args)
+    build = build_detr if args.detr else build_model
+    model = build(args.variant, overrides=overrides, transformer_level=level)
+    print(json.dumps(count_parameters(model)))
+    return 0
+
+
+def _run_replicate_decoder(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from itersg.models.checkpoint_keys import detect_format, load_state, read_state_dict
+    from itersg.models.registry import build_model
+
+    overrides, level = _model_options(args)
+    state = read_state_dict(args.detr)
+    if detect_format(state) not in ("detr", "detr-reference"):
+        raise UserError(f"{args.detr}: expected a DETR checkpoint, found {detect_format(state)} weights")
+    class_weight = state.get("class_embed.weight", state.get("detr.class_embed.weight"))
+    if class_weight is None:
+        raise UserError(f"{args.detr}: no DETR class head (class_embed.weight); is this a DETR checkpoint?")
+    torch.manual_seed(0)  # the predicate head and graph norms are freshly initialised: make that repeatable
+    model = build_model(args.variant, num_classes=class_weight.shape[0] - 1,
+                        num_predicates=args.num_predicates, overrides=overrides, transformer_level=level)
+    report = load_state(model, state, args.detr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, tmp)
+    tmp.replace(out)
+    print(f"wrote {out}: {report.loaded} tensors from {args.detr} ({report.source_format}), "
+          f"{len(report.initialised)} freshly initialised (conditioning layers, predicate head)")
+    return 0

@@ -1,0 +1,359 @@
+"""Load the reference weights into this project's models without detectron2 and without unsafe pickles.
+
+Three kinds of files, each with an explicit key map to this project's state-dict names:
+
+* IterativeSG ``.pth`` (detectron2 ``{"model": state_dict, ...}`` of ``IterativeRelationDetr``; names
+  from ubc-vision/IterativeSG ``modeling/``: ``detr.transformer.decoder.subject_layers.0...``);
+* DETR ``.pth`` of the VG pretraining (``Detr`` meta-architecture: ``detr.transformer.decoder.layers...``),
+  loaded into ``DETR`` or, by decoder replication, into ``IterativeSG``;
+* MSRA ``R-101.pkl``: a pickle of numpy arrays with Caffe2 names (``res2_0_branch2a_w``), renamed
+  by detectron2's ``c2_model_loading.convert_basic_c2_names`` rules, loaded into the ResNet.
+
+``.pth`` files are read with ``torch.load(weights_only=True)``; ``.pkl`` files with an unpickler
+that only rebuilds numpy arrays. Any key the map cannot place, any model key left without a value
+(other than the parts a format does not contain) and any shape mismatch raises UserError.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from itersg.errors import UserError
+from itersg.models.replicate import replicate_decoder
+
+_BRANCHES = ("subject", "object", "relation")
+_D = "detr.transformer.decoder."
+
+# (reference prefix, this project's prefix); the longest matching prefix wins.
+ITERATIVESG_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("detr.backbone.0.backbone.", "backbone."),
+    ("detr.input_proj.", "input_proj."),
+    ("detr.query_embed.", "subject_query_embed."),
+    ("detr.object_query_embed.", "object_query_embed."),
+    ("detr.relation_query_embed.", "relation_query_embed."),
+    ("detr.transformer.object_embed.", "class_embed."),
+    ("detr.transformer.object_bbox_coords.", "bbox_embed."),
+    ("detr.transformer.relation_embed.", "rel_class_embed."),
+    ("detr.transformer.encoder.", "transformer.encoder."),
+    (_D + "subject_norm.", "transformer.decoder.entity_norm."),
+    (_D + "relation_norm.", "transformer.decoder.relation_norm."),
+    (_D + "object_pos_attn.", "transformer.decoder.object_query_attn."),
+    (_D + "object_pos_linear.", "transformer.decoder.object_query_proj."),
+    (_D + "relation_pos_attn.", "transformer.decoder.relation_query_attn."),
+    (_D + "relation_pos_linear.", "transformer.decoder.relation_query_proj."),
+    *((_D + f"{b}_layers.", f"transformer.decoder.{b}_layers.") for b in _BRANCHES),
+    *((_D + f"{b}_graph_query_attn.", f"transformer.decoder.{b}_graph_attn.") for b in _BRANCHES),
+    *((_D + f"{b}_graph_query_residual.", f"transformer.decoder.{b}_graph_proj.") for b in _BRANCHES),
+    *((_D + f"{b}_graph_query_norm.", f"transformer.decoder.{b}_graph_norm.") for b in _BRANCHES),
+)
+DETR_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("detr.backbone.0.backbone.", "backbone."),
+    ("detr.input_proj.", "input_proj."),
+    ("detr.query_embed.", "query_embed."),
+    ("detr.class_embed.", "class_embed."),
+    ("detr.bbox_embed.", "bbox_embed."),
+    ("detr.transformer.encoder.", "transformer.encoder."),
+    (_D + "layers.", "transformer.decoder.layers."),
+    (_D + "norm.", "transformer.decoder.norm."),
+)
+# Reference entries that are not model weights: the criterion's class-weight buffers.
+IGNORED_REFERENCE_PREFIXES = ("criterion.",)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did: the file's format, how many tensors it set, what it skipped or left alone."""
+
+    source_format: str
+    loaded: int
+    ignored: tuple[str, ...] = ()
+    initialised: tuple[str, ...] = ()
+
+
+def rename(state_dict: Mapping[str, Tensor], prefixes: Iterable[tuple[str, str]]) -> tuple[dict, list[str]]:
+    """Apply a prefix table; returns the renamed dict and the keys no prefix matched."""
+    table = sorted(prefixes, key=lambda pair: -len(pair[0]))
+    renamed, unmatched = {}, []
+    for key, value in state_dict.items():
+        match = next(((old, new) for old, new in table if key.startswith(old)), None)
+        if match is None:
+            unmatched.append(key)
+        else:
+            renamed[match[1] + key[len(match[0]):]] = value
+    return renamed, unmatched
+
+
+def _swap(prefixes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(new, old) for old, new in prefixes]
+
+
+def _without_ignored(state_dict: Mapping[str, Tensor]) -> tuple[dict, list[str]]:
+    kept = {k: v for k, v in state_dict.items()
+            if not k.startswith(IGNORED_REFERENCE_PREFIXES) and not k.endswith("num_batches_tracked")}
+    return kept, sorted(set(state_dict) - set(kept))
+
+
+def _convert(state_dict: Mapping[str, Tensor], prefixes: Iterable[tuple[str, str]], what: str) -> dict:
+    renamed, unmatched = rename(state_dict, prefixes)
+    if unmatched:
+        raise UserError(f"{what}: {len(unmatched)} key(s) have no place in the model, e.g. {unmatched[:3]}; "
+                        "is this a checkpoint of another model?")
+    return renamed
+
+
+def iterativesg_from_reference(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Reference ``IterativeRelationDetr`` state dict -> ``IterativeSG`` names (criterion buffers dropped)."""
+    return _convert(_without_ignored(state_dict)[0], ITERATIVESG_PREFIXES, "IterativeSG checkpoint")
+
+
+def iterativesg_to_reference(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``IterativeSG`` state dict -> reference names (for comparing with the reference code)."""
+    return _convert(state_dict, _swap(ITERATIVESG_PREFIXES), "IterativeSG state dict")
+
+
+def detr_from_reference(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Reference ``Detr`` state dict -> ``DETR`` names (criterion buffers dropped)."""
+    return _convert(_without_ignored(state_dict)[0], DETR_PREFIXES, "DETR checkpoint")
+
+
+def detr_to_reference(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return _convert(state_dict, _swap(DETR_PREFIXES), "DETR state dict")
+
+
+# --- Caffe2 / MSRA names (detectron2 convert_basic_c2_names, restricted to ResNet backbones) ---------------
+
+_C2_BLOCK = re.compile(r"^res(\d)_(\d+)_branch(1|2a|2b|2c)_(w|bn_s|bn_b|bn_rm|bn_riv)$")
+_C2_CONV = {"1": "shortcut", "2a": "conv1", "2b": "conv2", "2c": "conv3"}
+_C2_PARAM = {"w": "weight", "bn_s": "norm.weight", "bn_b": "norm.bias", "bn_rm": "norm.running_mean",
+             "bn_riv": "norm.running_var"}
+_C2_STEM = {"conv1_w": "stem.conv1.weight", "res_conv1_bn_s": "stem.conv1.norm.weight",
+            "res_conv1_bn_b": "stem.conv1.norm.bias", "res_conv1_bn_rm": "stem.conv1.norm.running_mean",
+            "res_conv1_bn_riv": "stem.conv1.norm.running_var"}
+_C2_IGNORED = re.compile(r"(_momentum$|^fc1000_)")  # solver state and the ImageNet classifier
+FROZEN_BN_EPS = 1e-5
+
+
+def c2_resnet_key(name: str) -> str | None:
+    """A Caffe2 ResNet blob name -> this project's ResNet key; None if the name is not a ResNet weight."""
+    if name in _C2_STEM:
+        return _C2_STEM[name]
+    match = _C2_BLOCK.match(name)
+    if match is None:
+        return None
+    stage, block, branch, param = match.groups()
+    return f"res{stage}.{block}.{_C2_CONV[branch]}.{_C2_PARAM[param]}"
+
+
+def resnet_from_c2(blobs: Mapping[str, np.ndarray]) -> tuple[dict[str, Tensor], list[str]]:
+    """Caffe2 blobs -> ResNet state dict (running statistics filled so each FrozenBN is its affine part).
+
+    Returns the state dict and the ignored blob names; raises UserError for unknown names.
+    """
+    state, ignored, unknown = {}, [], []
+    for name, array in blobs.items():
+        if _C2_IGNORED.search(name):
+            ignored.append(name)
+            continue
+        key = c2_resnet_key(name)
+        if key is None:
+            unknown.append(name)
+        else:
+            state[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if unknown:
+        raise UserError(f"{len(unknown)} Caffe2 blob(s) are not ResNet weights, e.g. {sorted(unknown)[:3]}; "
+                        "expected an MSRA ImageNet ResNet such as R-101.pkl")
+    for key in [k for k in state if k.endswith(".norm.weight")]:
+        base = key[: -len("weight")]
+        state.setdefault(base + "running_mean", torch.zeros_like(state[key]))
+        state.setdefault(base + "running_var", torch.full_like(state[key], 1.0 - FROZEN_BN_EPS))
+    return state, sorted(ignored)
+
+
+# --- Safe reading -----------------------------------------------------------------------------------------
+
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("collections", "OrderedDict"), ("_codecs", "encode"),
+}
+
+
+_NUMPY_MAJOR = int(np.__version__.split(".")[0])
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds dicts of numpy arrays and refuses every other global (no code runs)."""
+
+    def find_class(self, module: str, name: str):
+        canonical = module.replace("numpy.core.", "numpy._core.")  # numpy 1 pickles say numpy.core
+        if (canonical, name) not in _NUMPY_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        importable = canonical if _NUMPY_MAJOR >= 2 else canonical.replace("numpy._core.", "numpy.core.")
+        return super().find_class(importable, name)
+
+
+def read_c2_pickle(path: str | Path) -> dict[str, np.ndarray]:
+    """The blobs of a Caffe2/detectron2 ``.pkl`` (``{"blobs": ...}``, ``{"model": ...}`` or flat)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such weights file") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise UserError(f"{path}: not a safe pickle of numpy arrays ({err}); "
+                        "use the MSRA R-101.pkl") from None
+    for wrapper in ("model", "blobs"):
+        if isinstance(data, Mapping) and isinstance(data.get(wrapper), Mapping):
+            data = data[wrapper]
+    if not isinstance(data, Mapping) or not all(isinstance(v, np.ndarray) for v in data.values()):
+        raise UserError(f"{path}: expected a mapping of names to numpy arrays")
+    return dict(data)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a ``.pth`` (``{"model": ...}`` or bare), ``module.`` prefixes removed."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from None
+    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
+        data = data["model"]
+    if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
+        raise UserError(f"{path}: expected a state dict (or {{'model': state_dict}}) of tensors")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def detect_format(keys: Iterable[str]) -> str:
+    """One of iterativesg-reference, detr-reference, iterativesg, detr, msra; UserError otherwise."""
+    keys = list(keys)
+    markers = (("iterativesg-reference", _D + "subject_layers."), ("detr-reference", _D + "layers."),
+               ("iterativesg", "transformer.decoder.subject_layers."),
+               ("detr", "transformer.decoder.layers."))
+    for name, marker in markers:
+        if any(k.startswith(marker) for k in keys):
+            return name
+    if any(c2_resnet_key(k) is not None for k in keys):
+        return "msra"
+    raise UserError(f"unrecognised checkpoint: none of its {len(keys)} keys (e.g. {keys[:3]}) belong to "
+                    "IterativeSG, DETR or an MSRA ResNet")
+
+
+# --- Loading into models ----------------------------------------------------------------------------------
+
+
+_DEC = "transformer.decoder."
+# The parts of IterativeSG / DETR state dicts: a file must fill every part it has a key of.
+MODEL_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("backbone", ("backbone.",)),
+    ("input projection", ("input_proj.",)),
+    ("encoder", ("transformer.encoder.",)),
+    ("decoders", tuple(_DEC + p for p in ("subject_layers.", "object_layers.", "relation_layers.",
+                                          "entity_norm.", "relation_norm.", "layers.", "norm."))),
+    ("conditioning", tuple(_DEC + p for p in ("object_query_", "relation_query_", "subject_graph_",
+                                              "object_graph_", "relation_graph_"))),
+    ("queries", ("subject_query_embed.", "object_query_embed.", "relation_query_embed.", "query_embed.")),
+    ("entity heads", ("class_embed.", "bbox_embed.")),
+    ("predicate head", ("rel_class_embed.",)),
+    ("auxiliary head", ("aux_head.",)),
+)
+
+
+def model_part(key: str) -> str:
+    """The part of the model a state-dict key belongs to (``MODEL_PARTS``), or "other"."""
+    return next((part for part, prefixes in MODEL_PARTS if key.startswith(prefixes)), "other")
+
+
+def _summary(keys: list[str]) -> str:
+    return f"{len(keys)} (e.g. {keys[:3]})"
+
+
+def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, prefix: str = "",
+                 may_stay: Iterable[str] = ()) -> tuple[str, ...]:
+    """Load ``state`` (names relative to ``prefix``) into ``model`` after checking names and shapes.
+
+    Every model key under ``prefix`` must receive a value unless it is listed in ``may_stay``. Returns
+    the model keys left at their current values.
+    """
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    state = {prefix + k: v for k, v in state.items()}
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state) - set(may_stay))
+    mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected keys {_summary(unexpected)}")
+    if missing:
+        problems.append(f"missing keys {_summary(missing)}")
+    if mismatched:
+        k = mismatched[0]
+        problems.append(f"shape mismatches {len(mismatched)} (e.g. {k}: file {tuple(state[k].shape)}, "
+                        f"model {tuple(own[k].shape)})")
+    if problems:
+        raise UserError(f"{source}: does not fit the model: {'; '.join(problems)}; check the variant and "
+                        "model.overrides match the checkpoint")
+    model.load_state_dict(state, strict=False)
+    return tuple(sorted(set(own) - set(state)))
+
+
+def load_msra_resnet(backbone: nn.Module, path: str | Path, *, prefix: str = "") -> LoadReport:
+    """Load MSRA ``R-101.pkl`` into a ``ResNet`` (``prefix="backbone."`` for a whole model)."""
+    state, ignored = resnet_from_c2(read_c2_pickle(path))
+    load_checked(backbone, state, str(path), prefix=prefix)
+    return LoadReport("msra", len(state), tuple(ignored))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load any supported weights file into an ``IterativeSG`` or a ``DETR``.
+
+    IterativeSG takes IterativeSG checkpoints, DETR checkpoints (decoder replication; the
+    conditioning layers and the predicate head keep their initialisation) and MSRA ResNets (backbone
+    only); DETR takes DETR checkpoints and MSRA ResNets. Every model part (``MODEL_PARTS``) the file
+    has a key of must be complete; parts it lacks entirely keep their values and are listed in the
+    report's ``initialised``.
+    """
+    path = Path(path)
+    if path.suffix == ".pkl":
+        return load_msra_resnet(model, path, prefix="backbone.")
+    return load_state(model, read_state_dict(path), str(path))
+
+
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> LoadReport:
+    """``load_weights`` for a state dict already read from ``source`` (a ``.pth``)."""
+    source_format = detect_format(state)
+    if source_format == "msra":
+        raise UserError(f"{source}: Caffe2 ResNet weights must be a .pkl file")
+    ignored = _without_ignored(state)[1] if source_format.endswith("reference") else []
+    is_iterativesg = hasattr(model, "rel_class_embed")
+    if source_format == "iterativesg-reference":
+        state = iterativesg_from_reference(state)
+    elif source_format == "detr-reference":
+        state = detr_from_reference(state)
+    if source_format.startswith("iterativesg") and not is_iterativesg:
+        raise UserError(f"{source}: an IterativeSG checkpoint cannot initialise a plain DETR")
+    if source_format.startswith("detr") and is_iterativesg:
+        fresh = model.state_dict()
+        try:
+            replicated = replicate_decoder(state)
+        except KeyError as err:
+            raise UserError(f"{source}: {err.args[0]}") from None
+        load_checked(model, {**fresh, **replicated}, source)
+        kept = tuple(sorted(set(fresh) - set(replicated)))
+        return LoadReport(source_format, len(replicated), tuple(ignored), kept)
+    present = {model_part(k) for k in state}
+    absent = [k for k in model.state_dict() if model_part(k) not in present]
+    initialised = load_checked(model, state, source, may_stay=absent)
+    return LoadReport(source_format, len(state), tuple(ignored), initialised)

@@ -1,0 +1,113 @@
+"""ResNet in the detectron2 / MSRA layout, the backbone of the R-101 IterativeSG model.
+
+Differences from torchvision's ResNet, all as in detectron2 (``modeling/backbone/resnet.py``) with
+``STRIDE_IN_1X1: False`` and ``NORM: FrozenBN``: the stride of a bottleneck is in its 3x3 conv, every
+conv is bias-free and followed by a FrozenBatchNorm2d stored as ``<conv>.norm``, the stages are named
+``res2``..``res5`` and a projection shortcut exists only where the channel count changes. The module
+names match detectron2's, so detectron2 state dicts load under a prefix change.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from itersg.models.config import ResNetConfig
+
+STAGE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+class ConvNorm(nn.Conv2d):
+    """A bias-free conv followed by a frozen batch norm kept as the ``norm`` child (detectron2 layout)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self.norm = FrozenBatchNorm2d(out_channels)
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")  # c2_msra_fill
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(super().forward(x))
+
+
+class Stem(nn.Module):
+    """7x7/2 conv + FrozenBN + ReLU + 3x3/2 max pool: stride 4."""
+
+    def __init__(self, out_channels: int):
+        super().__init__()
+        self.conv1 = ConvNorm(3, out_channels, kernel_size=7, stride=2, padding=3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (strided) -> 1x1 with a residual connection."""
+
+    def __init__(self, in_channels: int, bottleneck_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.shortcut = (ConvNorm(in_channels, out_channels, 1, stride=stride)
+                         if in_channels != out_channels else None)
+        self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1)
+        self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride, padding=1)
+        self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.conv1(x))
+        out = F.relu(self.conv2(out))
+        out = self.conv3(out)
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """Bottleneck ResNet returning the four stage outputs; the transformer reads ``res5``.
+
+    Backbone interface (shared with the VoVNet-FPN backbones): ``forward(x)`` takes normalised
+    images [B, 3, H, W] and returns ``{"res2": [B, 4w, H/4, W/4], ..., "res5": [B, 32w, H/32, W/32]}``
+    (w = ``config.width``; sizes rounded up); ``out_feature``, ``out_channels``, ``out_stride``,
+    ``size_divisibility``, ``pixel_mean``/``pixel_std`` (0-255 scale) and ``input_format`` describe it.
+    """
+
+    out_feature = "res5"
+    out_stride = 32
+
+    def __init__(self, config: ResNetConfig):
+        super().__init__()
+        self.stem = Stem(config.width)
+        in_channels = config.width
+        for index, (name, num_blocks) in enumerate(zip(STAGE_NAMES, config.blocks)):
+            bottleneck, out_channels = config.width * 2**index, config.width * 4 * 2**index
+            blocks = []
+            for block in range(num_blocks):
+                stride = 2 if index > 0 and block == 0 else 1
+                blocks.append(Bottleneck(in_channels, bottleneck, out_channels, stride))
+                in_channels = out_channels
+            self.add_module(name, nn.Sequential(*blocks))
+        self.out_channels = in_channels
+        self.size_divisibility = config.size_divisibility
+        self.pixel_mean = list(config.pixel_mean)
+        self.pixel_std = list(config.pixel_std)
+        self.input_format = config.input_format
+        self.freeze(config.freeze_at)
+
+    def freeze(self, freeze_at: int) -> None:
+        """Stop gradients into the stem (``freeze_at >= 1``) and the first ``freeze_at - 1`` stages."""
+        frozen = [self.stem, *(getattr(self, name) for name in STAGE_NAMES)][:freeze_at]
+        for module in frozen:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        features = {}
+        x = self.stem(x)
+        for name in STAGE_NAMES:
+            x = getattr(self, name)(x)
+            features[name] = x
+        return features
+
+
+def build_resnet(config: ResNetConfig | None = None) -> ResNet:
+    """The ResNet backbone; the default is the R-101 of IterativeSG (42,394,816 parameters)."""
+    return ResNet(config or ResNetConfig())
