@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("docs", help="regenerate docs/configuration.md and docs/cli.md")
-    parser.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
+    parser.add_argument("--root", type=Path, default=Path(), help="project root (default: .)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated doc is stale")
     parser.set_defaults(handler=_run)
 

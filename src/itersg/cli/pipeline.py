@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     dvc = verbs.add_parser("dvc", help="write dvc.yaml from the Snakemake DAG and params.yaml")
-    dvc.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
+    dvc.add_argument("--root", type=Path, default=Path(), help="project root (default: .)")
     dvc.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is stale instead of writing it")
     dvc.set_defaults(handler=_run_dvc)
 

@@ -1,0 +1,1 @@
+"""VG150 files: reading, splits, Dataset and transforms, synthetic data, verification, fetching."""

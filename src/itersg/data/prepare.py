@@ -1,0 +1,52 @@
+"""`itersg data prepare`: the summary of a VG150 folder that training and the report read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from itersg.data.vg150 import (
+    DICTS_FILE,
+    H5_FILE,
+    IMAGE_DATA_FILE,
+    SPLITS,
+    ZERO_SHOT_FILE,
+    VG150Index,
+    load_vocabulary,
+    predicate_frequencies,
+)
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def summarize(root: str | Path, num_val_images: int = 5000) -> dict:
+    """Split sizes, class/predicate names, training predicate frequencies and input checksums."""
+    root = Path(root)
+    vocabulary = load_vocabulary(root)
+    return {
+        "root": str(root),
+        "num_val_images": num_val_images,
+        "split_sizes": {split: len(VG150Index(root, split, num_val_images)) for split in SPLITS},
+        "class_names": list(vocabulary.classes),
+        "predicate_names": list(vocabulary.predicates),
+        "predicate_frequencies": predicate_frequencies(root, num_val_images).tolist(),
+        "sha256": {name: sha256(root / name) for name in (H5_FILE, DICTS_FILE, IMAGE_DATA_FILE, ZERO_SHOT_FILE)},
+    }
+
+
+def write_summary(root: str | Path, out: str | Path, num_val_images: int = 5000) -> dict:
+    summary = summarize(root, num_val_images)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out)
+    return summary

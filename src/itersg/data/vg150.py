@@ -1,0 +1,256 @@
+"""The VG150 files (Xu et al. 2017 split) as IterativeSG reads them.
+
+Conventions (spec-iterativesg §1): h5 row ``i`` is the ``i``-th entry of ``image_data.json`` after
+dropping the corrupted image ids; labels and predicates are 1-based in the files and 0-based here
+(objects 0..C-1 with C = "no object", predicates 0..P-1 with P = "no relation"); ``boxes_1024`` is
+(cx, cy, w, h) at longer side 1024 and becomes x1y1x2y2 in original pixels exactly as the reference
+converts it (in the h5's own dtype, so integer files truncate x1/y1 toward zero).
+
+Only the small per-image arrays are read when an index opens; boxes, labels and relations of an
+image are read on demand from an h5 handle that each process (DataLoader worker) opens lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from itersg.errors import UserError
+
+CORRUPTED_IMAGE_IDS = (1592, 1722, 4616, 4617)
+BOX_SCALE = 1024
+H5_FILE = "VG-SGG-with-attri.h5"
+DICTS_FILE = "VG-SGG-dicts-with-attri.json"
+IMAGE_DATA_FILE = "image_data.json"
+ZERO_SHOT_FILE = "zeroshot_triplet.pytorch"
+IMAGE_DIRS = ("VG_100K", "VG_100K_2")
+SPLITS = ("train", "val", "test")
+INDEX_ARRAYS = ("split", "img_to_first_box", "img_to_last_box", "img_to_first_rel", "img_to_last_rel")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Object class and predicate names, 0-based (index i = file index i + 1)."""
+
+    classes: tuple[str, ...]
+    predicates: tuple[str, ...]
+
+
+def load_vocabulary(root: str | Path) -> Vocabulary:
+    """Class and predicate names from ``VG-SGG-dicts-with-attri.json``, sorted by their 1-based index."""
+    path = Path(root) / DICTS_FILE
+    dicts = _read_json(path)
+    try:
+        classes = sorted(dicts["label_to_idx"], key=lambda name: dicts["label_to_idx"][name])
+        predicates = sorted(dicts["predicate_to_idx"], key=lambda name: dicts["predicate_to_idx"][name])
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: missing 'label_to_idx' or 'predicate_to_idx'; use the VG150 dicts file") from None
+    return Vocabulary(tuple(classes), tuple(predicates))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); download it again") from None
+
+
+def load_image_data(root: str | Path) -> list[dict]:
+    """``image_data.json`` without the corrupted images: entry i describes h5 row i."""
+    path = Path(root) / IMAGE_DATA_FILE
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: expected a JSON list of image records")
+    return [e for e in entries if e.get("image_id") not in CORRUPTED_IMAGE_IDS]
+
+
+def load_zero_shot(root: str | Path) -> np.ndarray:
+    """The zero-shot triplets (Z, 3) int64, 1-based (subject class, object class, predicate)."""
+    import torch
+
+    path = Path(root) / ZERO_SHOT_FILE
+    try:
+        triplets = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
+    except Exception as err:
+        raise UserError(f"{path}: not a torch-saved tensor ({err.__class__.__name__}); download it again") from None
+    return triplets.long().numpy()
+
+
+def xyxy_from_boxes_1024(boxes: np.ndarray) -> np.ndarray:
+    """Reference conversion of (cx, cy, w, h) to (x1, y1, x2, y2), in the array's own dtype."""
+    boxes = boxes.copy()
+    boxes[:, :2] = boxes[:, :2] - boxes[:, 2:] / 2
+    boxes[:, 2:] = boxes[:, :2] + boxes[:, 2:]
+    return boxes
+
+
+def split_rows(split_flags: np.ndarray, first_box: np.ndarray, first_rel: np.ndarray, split: str,
+               num_val_images: int, filter_empty_rels: bool = True) -> np.ndarray:
+    """h5 rows of ``split``: split 0 (train/val) or 2 (test), with boxes (and relations)."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {list(SPLITS)}")
+    mask = (split_flags == (2 if split == "test" else 0)) & (first_box >= 0)
+    if filter_empty_rels:
+        mask &= first_rel >= 0
+    rows = np.flatnonzero(mask)
+    if split == "val":
+        return rows[:num_val_images]
+    if split == "train":
+        return rows[num_val_images:]
+    return rows
+
+
+class VG150Index:
+    """One split of VG150: image ids, sizes and annotations read on demand.
+
+    Args:
+        root: folder with the VG150 files and the image folder(s).
+        split: "train", "val" or "test".
+        num_val_images: the first N rows of split 0 form "val", the rest "train".
+        filter_empty_rels: drop images without relations (IterativeSG does; DETR pretraining need not).
+        filter_duplicate_rels: drop repeated (subject, object, predicate) rows; default: train only.
+    """
+
+    def __init__(self, root: str | Path, split: str, num_val_images: int = 5000, *,
+                 filter_empty_rels: bool = True, filter_duplicate_rels: bool | None = None) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.filter_duplicate_rels = split == "train" if filter_duplicate_rels is None else filter_duplicate_rels
+        self.h5_path = self.root / H5_FILE
+        arrays = _read_index_arrays(self.h5_path)
+        self.rows = split_rows(arrays["split"], arrays["img_to_first_box"], arrays["img_to_first_rel"], split,
+                               num_val_images, filter_empty_rels)
+        self.first_box = arrays["img_to_first_box"][self.rows]
+        self.last_box = arrays["img_to_last_box"][self.rows]
+        self.first_rel = arrays["img_to_first_rel"][self.rows]
+        self.last_rel = arrays["img_to_last_rel"][self.rows]
+        images = load_image_data(self.root)
+        if len(images) != len(arrays["split"]):
+            raise UserError(f"{self.root / IMAGE_DATA_FILE}: {len(images)} images (without the corrupted ids) but "
+                            f"{H5_FILE} has {len(arrays['split'])} rows; use matching files (run `itersg data verify`)")
+        self.image_ids = np.array([images[r]["image_id"] for r in self.rows], dtype=np.int64)
+        self.widths = np.array([images[r]["width"] for r in self.rows], dtype=np.int64)
+        self.heights = np.array([images[r]["height"] for r in self.rows], dtype=np.int64)
+        self._h5: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"] = None  # every DataLoader worker opens its own handle
+        state.pop("image_paths", None)
+        return state
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.h5_path, "r")
+        return self._h5
+
+    @cached_property
+    def image_paths(self) -> dict[int, Path]:
+        """``{image_id: path}`` over VG_100K and VG_100K_2 (one directory listing each)."""
+        found: dict[int, Path] = {}
+        for folder in IMAGE_DIRS:
+            directory = self.root / folder
+            if directory.is_dir():
+                for entry in directory.iterdir():
+                    if entry.suffix == ".jpg" and entry.stem.isdigit():
+                        found.setdefault(int(entry.stem), entry)
+        return found
+
+    def image_path(self, i: int) -> Path:
+        image_id = int(self.image_ids[i])
+        path = self.image_paths.get(image_id)
+        if path is None:
+            raise UserError(f"{self.root}/VG_100K/{image_id}.jpg: image missing; put both VG image folders "
+                            "in place (itersg fetch vg) and run `itersg data verify`")
+        return path
+
+    def annotations(self, i: int) -> dict[str, np.ndarray]:
+        """Boxes float32 (N, 4) x1y1x2y2 in original pixels, labels int64 (N,), relations int64 (R, 3)."""
+        first, last = int(self.first_box[i]), int(self.last_box[i])
+        boxes = xyxy_from_boxes_1024(self.h5["boxes_1024"][first:last + 1])
+        scale = max(int(self.widths[i]), int(self.heights[i])) / BOX_SCALE
+        boxes = (boxes * scale).astype(np.float32)
+        labels = self.h5["labels"][first:last + 1, 0].astype(np.int64) - 1
+        relations = np.zeros((0, 3), dtype=np.int64)
+        if self.first_rel[i] >= 0:
+            r0, r1 = int(self.first_rel[i]), int(self.last_rel[i])
+            pairs = self.h5["relationships"][r0:r1 + 1].astype(np.int64) - first
+            predicates = self.h5["predicates"][r0:r1 + 1, 0].astype(np.int64) - 1
+            relations = np.column_stack([pairs, predicates])
+            if self.filter_duplicate_rels:
+                _, keep = np.unique(relations, axis=0, return_index=True)
+                relations = relations[np.sort(keep)]
+        return {"boxes": boxes, "labels": labels, "relations": relations}
+
+
+def _read_index_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with h5py.File(path, "r") as h5:
+            return {name: h5[name][:] for name in INDEX_ARRAYS}
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
+    except KeyError as err:
+        raise UserError(f"{path}: dataset {err} missing; the file is not VG-SGG-with-attri.h5") from None
+    except OSError as err:
+        raise UserError(f"{path}: unreadable h5 ({str(err).splitlines()[0]}); download it again") from None
+
+
+def clip_and_drop_empty(boxes: np.ndarray, relations: np.ndarray, width: int, height: int,
+                        min_size: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip to [0, W] x [0, H]; drop boxes with a side <= ``min_size`` and relations touching them.
+
+    Returns (kept box indices, clipped kept boxes, remapped relations), as IterativeSG's test mapper.
+    """
+    clipped = boxes.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    keep = np.flatnonzero((clipped[:, 2] - clipped[:, 0] > min_size) & (clipped[:, 3] - clipped[:, 1] > min_size))
+    new_index = np.full(len(boxes), -1, dtype=np.int64)
+    new_index[keep] = np.arange(len(keep))
+    relations = relations[(new_index[relations[:, 0]] >= 0) & (new_index[relations[:, 1]] >= 0)]
+    relations = np.column_stack([new_index[relations[:, 0]], new_index[relations[:, 1]], relations[:, 2]])
+    return keep, clipped[keep], relations.astype(np.int64).reshape(-1, 3)
+
+
+def load_split_ground_truth(root: str | Path, split: str, num_val_images: int = 5000) -> dict[int, dict]:
+    """Evaluation ground truth: ``{image_id: {"boxes", "labels", "relations", "width", "height"}}``.
+
+    Boxes are original pixels clipped to [0, W] x [0, H] with empty boxes and their relations dropped,
+    as IterativeSG's evaluator sees them; duplicate relations are kept (they count in the recall).
+    """
+    index = VG150Index(root, split, num_val_images, filter_duplicate_rels=False)
+    ground_truth = {}
+    for i, image_id in enumerate(index.image_ids):
+        annotation = index.annotations(i)
+        width, height = int(index.widths[i]), int(index.heights[i])
+        keep, boxes, relations = clip_and_drop_empty(annotation["boxes"], annotation["relations"], width, height)
+        ground_truth[int(image_id)] = {"boxes": boxes, "labels": annotation["labels"][keep], "relations": relations,
+                                       "width": width, "height": height}
+    return ground_truth
+
+
+def predicate_frequencies(root: str | Path, num_val_images: int = 5000) -> np.ndarray:
+    """Relation count per predicate (0-based) in the training split, duplicates included."""
+    index = VG150Index(root, "train", num_val_images, filter_duplicate_rels=False)
+    vocabulary = load_vocabulary(root)
+    with h5py.File(index.h5_path, "r") as h5:
+        predicates = h5["predicates"][:, 0].astype(np.int64) - 1
+    counts = np.zeros(len(vocabulary.predicates), dtype=np.int64)
+    for r0, r1 in zip(index.first_rel, index.last_rel, strict=True):
+        counts += np.bincount(predicates[r0:r1 + 1], minlength=len(counts))
+    return counts
