@@ -19,9 +19,40 @@ SPLITS = ("train", "val", "test")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the evaluation verbs to the ``itersg`` parser."""
+    _register_evaluate(subparsers)
     _register_metrics(subparsers)
-    # TODO(lead): _register_evaluate(subparsers) -> `itersg evaluate` (model inference + predictions file
-    # + compute_metrics + metrics_document with timing/params, failed_metrics_document on error).
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    from itersg.cli._params import add_params_arguments
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="run a checkpoint on a split: predictions file, metrics JSON, seconds per image, parameter counts",
+    )
+    parser.add_argument("--variant", required=True, help="variant name, e.g. r101-detr")
+    parser.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="weights to evaluate")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="split (default: evaluate.split of params)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder for predictions.h5 and metrics.json")
+    parser.add_argument("--iteration", type=int, default=None,
+                        help="training iteration of the checkpoint (default: read from the checkpoint)")
+    add_params_arguments(parser)
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from itersg.cli._params import params_from
+    from itersg.evaluation.runner import evaluate
+
+    params = params_from(args)
+    split = args.split or params["evaluate"]["split"]
+    document = evaluate(params, args.variant, args.checkpoint, split, args.out, iteration=args.iteration)
+    sgdet, timing = document["sgdet"], document["timing"]
+    print(f"{args.variant} @ {document['iteration']} on {split} ({document['num_images']} images): "
+          f"R@50 = {sgdet['R@50']:.4f}, mR@50 = {sgdet['mR@50']:.4f}, "
+          f"{timing['s_per_image']} s/image -> {args.out}")
+    return 0
 
 
 def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
