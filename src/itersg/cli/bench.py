@@ -1,0 +1,83 @@
+"""`itersg bench index|metrics|infer|train`: measurements for docs/benchmarks.md (JSON on stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from itersg.errors import UserError
+
+DEFAULT_ORACLE = Path("tests/evaluation/oracle.py")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="speed and memory benchmarks (results as JSON)")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    index = verbs.add_parser("index", help="open a 108,073-image VG150 index: seconds and peak RSS")
+    index.add_argument("--root", type=Path, default=Path("results/bench/vg-real-size"),
+                       help="folder for the synthetic real-size h5 (made on first use)")
+    index.set_defaults(handler=_run_index)
+
+    metrics = verbs.add_parser("metrics", help="fast scene-graph metrics vs the loop oracle on synthetic images")
+    metrics.add_argument("--images", type=int, default=5000, help="number of synthetic images (default 5000)")
+    metrics.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE,
+                         help=f"the loop port of the reference evaluator (default {DEFAULT_ORACLE})")
+    metrics.set_defaults(handler=_run_metrics)
+
+    for name, handler, batch in (("infer", _run_infer, 16), ("train", _run_train, 12)):
+        verb = verbs.add_parser(name, help=f"model {name} speed on random images")
+        verb.add_argument("--variant", default="r101-detr")
+        verb.add_argument("--batch-size", type=int, default=batch)
+        verb.add_argument("--height", type=int, default=800)
+        verb.add_argument("--width", type=int, default=1066)
+        verb.add_argument("--iterations", type=int, default=10)
+        verb.add_argument("--warmup", type=int, default=3)
+        verb.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+        verb.add_argument("--channels-last", action="store_true")
+        verb.add_argument("--compile", action="store_true", help="torch.compile the model")
+        verb.add_argument("--overrides", default=None, help="model overrides as JSON (small models)")
+        verb.set_defaults(handler=handler)
+
+
+def _print(result: dict) -> int:
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from itersg.data.bench import bench_index
+
+    return _print(bench_index(args.root))
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from itersg.evaluation.bench import bench_metrics
+
+    if not args.oracle.is_file():
+        raise UserError(f"{args.oracle}: oracle not found; run from the project root or pass --oracle")
+    spec = importlib.util.spec_from_file_location("itersg_metrics_oracle", args.oracle)
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    return _print(bench_metrics(args.images, oracle=oracle.oracle_scores))
+
+
+def _model_bench_kwargs(args: argparse.Namespace) -> dict:
+    overrides = json.loads(args.overrides) if args.overrides else None
+    return {"batch_size": args.batch_size, "height": args.height, "width": args.width,
+            "iterations": args.iterations, "warmup": args.warmup, "precision": args.precision,
+            "channels_last": args.channels_last, "compile_model": args.compile, "overrides": overrides}
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from itersg.bench import bench_infer
+
+    return _print(bench_infer(args.variant, **_model_bench_kwargs(args)))
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from itersg.bench import bench_train
+
+    return _print(bench_train(args.variant, **_model_bench_kwargs(args)))
