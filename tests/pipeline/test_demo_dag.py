@@ -1,0 +1,25 @@
+"""The whole demo DAG, locally: data -> DETR -> train -> evaluate -> report."""
+
+import json
+
+import pytest
+from pipeline_helpers import run
+
+from itersg.config import load_params
+from itersg.pipeline import REPORT, all_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def test_local_demo_dag_writes_the_report(tiny_project):
+    run(["snakemake", "--cores", "2"], tiny_project)
+    params = load_params(tiny_project / "params.yaml")
+    for path in all_metrics(params):
+        metrics = json.loads((tiny_project / path).read_text())
+        assert metrics["status"] == "ok" and metrics["params"]["total"] > 0
+        assert 0 <= metrics["sgdet"]["R@50"] <= 1
+    html = (tiny_project / REPORT).read_text()
+    assert "vovnet39-centermask" in html and "not run" not in html
+    # a second run has nothing to do
+    again = run(["snakemake", "--cores", "2", "-n"], tiny_project)
+    assert "Nothing to be done" in again.stdout + again.stderr

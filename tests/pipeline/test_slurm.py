@@ -1,0 +1,63 @@
+"""The demo DAG through `snakemake --profile slurm` against a real SLURM controller on localhost."""
+
+import json
+import subprocess
+import time
+
+import pytest
+import yaml
+from pipeline_helpers import run, with_venv
+from slurm_cluster import LocalSlurm, slurm_available
+
+from itersg.config import load_params
+from itersg.pipeline import REPORT, all_metrics, train_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm,
+              pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    cluster = LocalSlurm(tmp_path / "slurm")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_snakemake_profile_slurm_runs_the_demo_to_the_report(tiny_project, slurm):
+    env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
+    run(["snakemake", "--profile", "slurm"], tiny_project, env=env)
+    params = load_params(tiny_project / "params.yaml")
+    for path in all_metrics(params):
+        assert json.loads((tiny_project / path).read_text())["status"] == "ok"
+    assert (tiny_project / REPORT).is_file()
+    # every job went through sbatch and its log was kept
+    assert len(list((tiny_project / "logs" / "slurm").rglob("*.log"))) >= 8
+
+
+def test_a_killed_training_job_resumes_from_its_checkpoint(tiny_project, slurm):
+    env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
+    params_path = tiny_project / "params.yaml"
+    raw = yaml.safe_load(params_path.read_text())
+    raw["demo"]["train"].update(iterations=300, checkpoint_every=5)  # long enough to be cancelled midway
+    params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(tiny_project / "params.yaml")
+    target = f"{train_dir(params, 'vovnet39-centermask')}/model_final.pth"
+    checkpoints = tiny_project / train_dir(params, "vovnet39-centermask") / "checkpoints"
+    snakemake = subprocess.Popen(["snakemake", "--profile", "slurm", target], cwd=tiny_project, env=with_venv(env),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not any(checkpoints.glob("model_*.pth")) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert any(checkpoints.glob("model_*.pth")), "no checkpoint written"
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %j"], env=env, capture_output=True, text=True).stdout
+        train_jobs = [line.split()[0] for line in jobs.splitlines() if "train" in line]
+        assert train_jobs, jobs
+        subprocess.run(["scancel", *train_jobs], env=env, check=True)
+        output, _ = snakemake.communicate(timeout=900)
+    finally:
+        snakemake.kill()
+    assert snakemake.returncode == 0, output
+    log = (tiny_project / "logs" / "demo" / "train" / "vovnet39-centermask.log").read_text()
+    assert "resum" in log.lower(), log
