@@ -1,0 +1,82 @@
+"""What a run was made from: the params that decide its result (a fingerprint) and the software.
+
+The params schema marks every key with the stages whose results it changes (``x-stages``); the
+fingerprint of a stage hashes exactly those values (plus the variant's own settings), so a
+checkpoint or a finished run is reused only when none of them changed, while keys such as
+``train.checkpoint_every`` can change freely between restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from itersg.config import params_schema
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    if "$ref" in spec:
+        target = schema["$defs"][spec["$ref"].rsplit("/", 1)[-1]]
+        return {**target, **{k: v for k, v in spec.items() if k != "$ref"}}
+    return spec
+
+
+def _changes(spec: dict, stage: str) -> bool:
+    stages = spec.get("x-stages", [])
+    return stage in stages or "all" in stages
+
+
+def stage_params(params: Mapping[str, Any], stage: str, variant: str | None = None) -> dict[str, Any]:
+    """The resolved values of the keys whose ``x-stages`` name ``stage`` (dotted key -> value).
+
+    With a ``variant`` its name is included, and its ``variants.<name>`` settings when they change
+    ``stage``.
+    """
+    schema = params_schema()
+    selected: dict[str, Any] = {}
+    for section, spec in schema["properties"].items():
+        spec = _resolve(spec, schema)
+        if section in ("demo", "variants") or section not in params:
+            continue
+        if "properties" not in spec:
+            if _changes(spec, stage):
+                selected[section] = params[section]
+            continue
+        for key, sub in spec["properties"].items():
+            if _changes(_resolve(sub, schema), stage) and key in params[section]:
+                selected[f"{section}.{key}"] = params[section][key]
+    if variant is not None:
+        selected["variant"] = variant
+        if _changes(schema["properties"]["variants"], stage):
+            selected[f"variants.{variant}"] = params.get("variants", {}).get(variant)
+    return selected
+
+
+def fingerprint(params: Mapping[str, Any], stage: str, variant: str | None = None) -> str:
+    """sha256 (hex) of ``stage_params``: equal fingerprints mean the same training run."""
+    text = json.dumps(stage_params(params, stage, variant), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def software() -> dict[str, Any]:
+    """Versions, host and git commit (when run inside the repository)."""
+    import numpy
+    import torch
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+        "cuda": torch.version.cuda, "host": socket.gethostname(), "platform": platform.platform(),
+    }
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            info["git_commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
