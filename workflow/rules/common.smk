@@ -44,7 +44,7 @@ def train_launcher(gpus, nodes):
     if nodes > 1:
         return "srun --kill-on-bad-exit=1"
     if gpus > 1:
-        return f"torchrun --standalone --nproc-per-node {gpus}"
+        return f"torchrun --standalone --nproc-per-node {gpus} --no-python"
     return ""
 
 

@@ -35,6 +35,7 @@ else:
             gpu=P["train"]["gpus"],
             nodes=P["train"]["nodes"],
             runtime=train_runtime,
+            slurm_extra="'--signal=USR1@120'",
             mem_mb=lambda wildcards, attempt: 16000 * attempt,
         conda:
             "../envs/itersg.yaml"

@@ -25,6 +25,8 @@ rule train:
         nodes=P["train"]["nodes"],
         tasks=max(1, P["train"]["gpus"]) * P["train"]["nodes"] if P["train"]["nodes"] > 1 else 1,
         runtime=train_runtime,
+        # SLURM warns 2 minutes before the time limit: the job checkpoints and exits 75, a retry resumes.
+        slurm_extra="'--signal=USR1@120'",
         mem_mb=lambda wildcards, attempt: 32000 * attempt if P["train"]["gpus"] else 4000 * attempt,
     conda:
         "../envs/itersg.yaml"

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detr", required=True, help="DETR checkpoint (.pth; this project's or the reference's)")
     p.add_argument("--out", required=True, help="IterativeSG checkpoint to write ({'model': state_dict})")
     p.add_argument("--variant", default="r101-detr", help="variant whose IterativeSG receives the weights")
-    p.add_argument("--num-predicates", type=int, default=50, help="predicate classes (default 50)")
+    p.add_argument("--num-predicates", type=int, default=None,
+                   help="predicate classes (default: the dataset's of --params, else 50)")
     _add_model_options(p)
     p.set_defaults(handler=_run_replicate_decoder)
 
@@ -33,6 +34,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overrides",
                    help="model overrides as JSON (wins over --params), e.g. '{\"dec_layers\": 2}'")
     p.add_argument("--transformer-level", help="FPN level that feeds the transformer (VoVNet variants)")
+
+
+def _num_predicates(args: argparse.Namespace) -> int:
+    """--num-predicates, else the dataset's (data.root of --params), else VG150's 50."""
+    if args.num_predicates is not None:
+        return args.num_predicates
+    if args.params:
+        from itersg.config import load_params
+        from itersg.data.vg150 import load_vocabulary
+
+        return len(load_vocabulary(load_params(args.params, args.assignments)["data"]["root"]).predicates)
+    return 50
 
 
 def _model_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -83,7 +96,7 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
         raise UserError(f"{args.detr}: no DETR class head (class_embed.weight); is this a DETR checkpoint?")
     torch.manual_seed(0)  # the predicate head and graph norms are freshly initialised: make that repeatable
     model = build_model(args.variant, num_classes=class_weight.shape[0] - 1,
-                        num_predicates=args.num_predicates, overrides=overrides, transformer_level=level)
+                        num_predicates=_num_predicates(args), overrides=overrides, transformer_level=level)
     report = load_state(model, state, args.detr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
