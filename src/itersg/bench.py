@@ -64,6 +64,13 @@ def _prepare(model: torch.nn.Module, device: torch.device, channels_last: bool, 
     return torch.compile(model, dynamic=False) if compile_model else model
 
 
+def _record(kind: str, variant: str, batch_size: int, height: int, width: int, precision: str,
+            channels_last: bool, compile_model: bool, device: torch.device, **figures: Any) -> dict[str, Any]:
+    return {"bench": kind, "variant": variant, **figures, "batch_size": batch_size, "image_size": [height, width],
+            "precision": precision if device.type == "cuda" else "fp32", "channels_last": channels_last,
+            "compile": compile_model, "machine": machine()}
+
+
 def bench_infer(variant: str, *, batch_size: int = 16, height: int = 800, width: int = 1066, iterations: int = 10,
                 warmup: int = 3, precision: str = "bf16", channels_last: bool = False, compile_model: bool = False,
                 overrides: Mapping[str, Any] | None = None, device: torch.device | None = None) -> dict[str, Any]:
@@ -85,10 +92,8 @@ def bench_infer(variant: str, *, batch_size: int = 16, height: int = 800, width:
             postprocess_scene_graphs(outputs, sizes, sizes)
         _sync(device)
     seconds = time.perf_counter() - start
-    return {"bench": "infer", "variant": variant, "ms_per_image": 1000 * seconds / (iterations * batch_size),
-            "batch_size": batch_size, "image_size": [height, width], "precision": precision if device.type == "cuda"
-            else "fp32", "channels_last": channels_last, "compile": compile_model, "params": counts,
-            "machine": machine()}
+    return _record("infer", variant, batch_size, height, width, precision, channels_last, compile_model, device,
+                   ms_per_image=1000 * seconds / (iterations * batch_size), params=counts)
 
 
 def bench_train(variant: str, *, batch_size: int = 12, height: int = 800, width: int = 1066, iterations: int = 10,
@@ -117,6 +122,5 @@ def bench_train(variant: str, *, batch_size: int = 12, height: int = 800, width:
         optimizer.step()
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"bench": "train", "variant": variant, "images_per_second": iterations * batch_size / seconds,
-            "batch_size": batch_size, "image_size": [height, width], "precision": precision if device.type == "cuda"
-            else "fp32", "channels_last": channels_last, "compile": compile_model, "machine": machine()}
+    return _record("train", variant, batch_size, height, width, precision, channels_last, compile_model, device,
+                   images_per_second=iterations * batch_size / seconds)
