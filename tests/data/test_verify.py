@@ -6,6 +6,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from itersg.cli import main
 
@@ -88,7 +89,29 @@ def _label_out_of_range(root):
     _rewrite(path, "labels", labels)
 
 
+def _bad_image_size(root):
+    path = root / "image_data.json"
+    records = json.loads(path.read_text())
+    records[0]["width"] = 0
+    path.write_text(json.dumps(records))
+
+
+def _zero_shot_wrong_shape(root):
+    torch.save(torch.ones(4, 2, dtype=torch.int64), root / "zeroshot_triplet.pytorch")
+
+
+def _half_open_range(root):
+    path = root / "VG-SGG-with-attri.h5"
+    with h5py.File(path) as h5:
+        first = h5["img_to_first_rel"][()]
+    first[np.flatnonzero(first >= 0)[0]] = -1  # -1 for "no relation" but img_to_last_rel still set
+    _rewrite(path, "img_to_first_rel", first)
+
+
 @pytest.mark.parametrize(("corrupt", "expected"), [
+    (_bad_image_size, "width/height 0/"),
+    (_zero_shot_wrong_shape, "zeroshot_triplet.pytorch: expected an int tensor of shape (n, 3)"),
+    (_half_open_range, "img_to_first_rel/img_to_last_rel = -1/"),
     (_truncate, "VG-SGG-with-attri.h5: unreadable or truncated h5"),
     (_drop_dataset, "dataset 'predicates' missing"),
     (_float_labels, "dataset 'labels' has dtype float32"),
@@ -112,3 +135,15 @@ def test_each_problem_gives_one_clear_line(vg_copy, capsys, corrupt, expected):
 def test_missing_folder_is_reported(tmp_path, capsys):
     status, _, err = _verify(tmp_path, capsys)
     assert status == 1 and "VG-SGG-with-attri.h5: missing" in err
+
+
+def test_problems_of_one_kind_are_capped(vg_copy, capsys):
+    path = vg_copy / "VG-SGG-with-attri.h5"
+    with h5py.File(path) as h5:
+        relationships = h5["relationships"][()]
+    relationships[:] = len(relationships) * 10  # every relation points outside its image
+    _rewrite(path, "relationships", relationships)
+    status, _, err = _verify(vg_copy, capsys)
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 7  # 5 shown, "... and N more", the summary
+    assert lines[5].startswith("... and ") and lines[5].endswith("more relationships problems")

@@ -47,7 +47,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print(f"itersg data verify: {len(problems)} problem(s) in {args.root}", file=sys.stderr)
+        print(f"itersg data verify: {args.root} has problems ({len(problems)} line(s) above); fix them and run "
+              "it again", file=sys.stderr)
         return 1
     print(summary)
     return 0

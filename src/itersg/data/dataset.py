@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -15,12 +16,24 @@ from itersg.data.vg150 import VG150Index
 from itersg.errors import UserError
 
 
+def read_image(path: str | Path) -> torch.Tensor:
+    """uint8 [3, H, W] RGB, EXIF orientation applied (as detectron2's ``read_image``)."""
+    try:
+        with Image.open(path) as file:
+            return pil_to_tensor(ImageOps.exif_transpose(file).convert("RGB"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot decode the image ({err}); download it again") from None
+
+
 class VG150Dataset(Dataset):
     """Items are ``(image, target)``.
 
     image: uint8 [3, H, W] RGB after ``transform``. target: ``boxes`` float32 [N, 4] x1y1x2y2 pixels of the
     transformed image, ``labels`` int64 [N] (0-based), ``relations`` int64 [R, 3] (subject, object,
     predicate), ``image_id`` int, ``orig_size`` int64 [2] (H, W) of the decoded image, ``size`` int64 [2].
+
+    Boxes are scaled from ``image_data.json``'s size even if the decoded image differs (the reference
+    does the same: its mapper only replaces the recorded size by the decoded one).
     """
 
     def __init__(self, index: VG150Index, transform: T.Transform | None = None) -> None:
@@ -31,23 +44,14 @@ class VG150Dataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
-        path = self.index.image_path(i)
-        try:
-            with Image.open(path) as file:
-                image = pil_to_tensor(file.convert("RGB"))
-        except OSError as err:
-            raise UserError(f"{path}: cannot decode the image ({err}); download it again") from None
+        image = read_image(self.index.image_path(i))
         annotation = self.index.annotations(i)
-        boxes = torch.from_numpy(annotation["boxes"])
         height, width = image.shape[-2:]
-        listed = (int(self.index.heights[i]), int(self.index.widths[i]))
-        if (height, width) != listed:  # image_data.json has some wrong sizes: trust the pixels
-            boxes = boxes * torch.tensor([width / listed[1], height / listed[0]] * 2)
         image, boxes, labels, relations = apply(
-            self.transform, image, boxes, torch.from_numpy(annotation["labels"]),
+            self.transform, image, torch.from_numpy(annotation["boxes"]), torch.from_numpy(annotation["labels"]),
             torch.from_numpy(annotation["relations"]))
         target = {
-            "boxes": boxes.float(), "labels": labels, "relations": relations,
+            "boxes": boxes, "labels": labels, "relations": relations,
             "image_id": int(self.index.image_ids[i]),
             "orig_size": torch.tensor([height, width]), "size": torch.tensor(image.shape[-2:]),
         }
@@ -58,3 +62,6 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tens
     """Keep images of different sizes as a list; the model pads them."""
     images, targets = zip(*batch, strict=True)
     return list(images), list(targets)
+
+
+collate_fn = collate  # the name DataLoader's argument suggests

@@ -91,10 +91,11 @@ def check_index(path: Path, a: dict[str, np.ndarray]) -> list[str]:
     for kind, total in (("box", len(a["labels"])), ("rel", len(a["predicates"]))):
         first, last = a[f"img_to_first_{kind}"], a[f"img_to_last_{kind}"]
         has = first >= 0
-        broken = (has & ((last < first) | (last >= total))) | (~has & (last >= 0))
-        for row in np.flatnonzero(broken)[:MAX_LINES_PER_CHECK]:
-            problems.append(f"{path}: image row {row}: img_to_first_{kind}/img_to_last_{kind} = {first[row]}/"
-                            f"{last[row]} outside 0..{total - 1}; {REDOWNLOAD}")
+        # a range first <= last inside the flat array, or the pair -1/-1 for "none"
+        broken = (has & ((last < first) | (last >= total))) | (~has & ((first != -1) | (last != -1)))
+        lines = [f"{path}: image row {row}: img_to_first_{kind}/img_to_last_{kind} = {first[row]}/{last[row]}, "
+                 f"expected 0 <= first <= last <= {total - 1} or -1/-1; {REDOWNLOAD}" for row in np.flatnonzero(broken)]
+        problems += _limited(lines, f"img_to_first_{kind}/img_to_last_{kind} problems")
     if len(a["relationships"]) != len(a["predicates"]):
         problems.append(f"{path}: 'relationships' has {len(a['relationships'])} rows, 'predicates' "
                         f"{len(a['predicates'])}; {REDOWNLOAD}")
@@ -111,8 +112,9 @@ def check_relations_inside_images(path: Path, a: dict[str, np.ndarray]) -> list[
     pairs = a["relationships"][rel_index]
     lo, hi = a["img_to_first_box"][rel_image][:, None], a["img_to_last_box"][rel_image][:, None]
     outside = np.flatnonzero(((pairs < lo) | (pairs > hi)).any(axis=1))
-    return [f"{path}: relationships[{rel_index[i]}] = {pairs[i].tolist()} points outside the boxes of image row "
-            f"{rel_image[i]} ({lo[i, 0]}..{hi[i, 0]}); {REDOWNLOAD}" for i in outside[:MAX_LINES_PER_CHECK]]
+    lines = [f"{path}: relationships[{rel_index[i]}] = {pairs[i].tolist()} points outside the boxes of image row "
+             f"{rel_image[i]} ({lo[i, 0]}..{hi[i, 0]}); {REDOWNLOAD}" for i in outside]
+    return list(_limited(lines, "relationships problems"))
 
 
 def check_labels(path: Path, a: dict[str, np.ndarray], num_classes: int, num_predicates: int) -> list[str]:
@@ -149,10 +151,15 @@ def read_image_data(root: Path, n_rows: int) -> tuple[list[dict], list[str]]:
                                                 for e in entries):
         return [], [f"{path}: expected a list of records with image_id, width, height; {REDOWNLOAD}"]
     kept = [e for e in entries if e["image_id"] not in CORRUPTED_IMAGE_IDS]
+    bad_sizes = [f"{path}: image_id {e['image_id']}: width/height {e['width']}/{e['height']} are not positive "
+                 f"integers; {REDOWNLOAD}" for e in kept
+                 if not all(isinstance(e[k], int) and not isinstance(e[k], bool) and e[k] > 0
+                            for k in ("width", "height"))]
+    problems = list(_limited(bad_sizes, "image size problems"))
     if len(kept) != n_rows:
-        return kept, [f"{path}: {len(kept)} images after dropping the corrupted ids {list(CORRUPTED_IMAGE_IDS)}, "
-                      f"but {H5_FILE} has {n_rows} rows; use the image_data.json that belongs to this h5"]
-    return kept, []
+        problems.append(f"{path}: {len(kept)} images after dropping the corrupted ids {list(CORRUPTED_IMAGE_IDS)}, "
+                        f"but {H5_FILE} has {n_rows} rows; use the image_data.json that belongs to this h5")
+    return kept, problems
 
 
 def check_zero_shot(root: Path, num_classes: int, num_predicates: int) -> list[str]:

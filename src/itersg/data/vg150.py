@@ -6,6 +6,13 @@ dropping the corrupted image ids; labels and predicates are 1-based in the files
 (cx, cy, w, h) at longer side 1024 and becomes x1y1x2y2 in original pixels exactly as the reference
 converts it (in the h5's own dtype, so integer files truncate x1/y1 toward zero).
 
+Training relations: the reference's mapper (``data/dataset_mapper.py``) groups an image's relations
+by (subject, object) pair and keeps ONE predicate per pair, drawn at random each time the image is
+loaded; spec-iterativesg §1 says all predicates of a pair are kept, the code wins
+(``sample_predicate_per_pair``). Validation/test keep every row, duplicates included, and the
+predicate frequencies (alpha/beta reweighting) count every training row, as the reference's
+``get_statistics`` does.
+
 Only the small per-image arrays are read when an index opens; boxes, labels and relations of an
 image are read on demand from an h5 handle that each process (DataLoader worker) opens lazily.
 """
@@ -13,15 +20,18 @@ image are read on demand from an h5 handle that each process (DataLoader worker)
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from itersg.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported only where needed: opening an index stays light
+    import torch
 
 CORRUPTED_IMAGE_IDS = (1592, 1722, 4616, 4617)
 BOX_SCALE = 1024
@@ -32,6 +42,7 @@ ZERO_SHOT_FILE = "zeroshot_triplet.pytorch"
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
 SPLITS = ("train", "val", "test")
 INDEX_ARRAYS = ("split", "img_to_first_box", "img_to_last_box", "img_to_first_rel", "img_to_last_rel")
+FLAT_ARRAYS = ("boxes_1024", "labels", "relationships", "predicates")
 
 
 @dataclass(frozen=True)
@@ -68,13 +79,16 @@ def load_image_data(root: str | Path) -> list[dict]:
     """``image_data.json`` without the corrupted images: entry i describes h5 row i."""
     path = Path(root) / IMAGE_DATA_FILE
     entries = _read_json(path)
-    if not isinstance(entries, list):
-        raise UserError(f"{path}: expected a JSON list of image records")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{path}: expected a JSON list of image records; run `itersg data verify`")
     return [e for e in entries if e.get("image_id") not in CORRUPTED_IMAGE_IDS]
 
 
 def load_zero_shot(root: str | Path) -> np.ndarray:
-    """The zero-shot triplets (Z, 3) int64, 1-based (subject class, object class, predicate)."""
+    """The zero-shot triplets (Z, 3) int64, 1-based (subject class, object class, predicate) as in the file.
+
+    ``zero_based`` converts them to the model's class and predicate ids.
+    """
     import torch
 
     path = Path(root) / ZERO_SHOT_FILE
@@ -84,7 +98,38 @@ def load_zero_shot(root: str | Path) -> np.ndarray:
         raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
     except Exception as err:
         raise UserError(f"{path}: not a torch-saved tensor ({err.__class__.__name__}); download it again") from None
+    if not isinstance(triplets, torch.Tensor) or triplets.ndim != 2 or triplets.shape[1] != 3:
+        raise UserError(f"{path}: expected a tensor of shape (n, 3); download it again")
     return triplets.long().numpy()
+
+
+def zero_based(triplets: np.ndarray) -> np.ndarray:
+    """1-based (subject class, object class, predicate) rows, as in the file, to the model's 0-based ids."""
+    return np.asarray(triplets, dtype=np.int64) - 1
+
+
+def sample_predicate_per_pair(relations: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+    """IterativeSG's training-time duplicate filter: one relation per (subject, object) pair.
+
+    The predicate is drawn uniformly among the pair's annotated rows, so a predicate annotated twice is
+    twice as likely (the reference mapper's ``np.random.choice`` over the pair's list). Pairs keep the
+    order of their first row. Uses the torch RNG, which the training loop seeds per sample.
+
+    Args:
+        relations: int64 [R, 3] (subject, object, predicate).
+    Returns:
+        int64 [P, 3], P = number of distinct (subject, object) pairs.
+    """
+    import torch
+
+    if len(relations) == 0:
+        return relations
+    _, first_row, group = np.unique(relations[:, :2], axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    keys = torch.rand(len(relations), generator=generator, dtype=torch.float64).numpy()
+    order = np.lexsort((-keys, group))  # by pair, then the highest random key first
+    winners = order[np.r_[True, np.diff(group[order]) != 0]]  # one row per pair, pairs in sorted order
+    return relations[winners[np.argsort(first_row)]]
 
 
 def xyxy_from_boxes_1024(boxes: np.ndarray) -> np.ndarray:
@@ -119,7 +164,8 @@ class VG150Index:
         split: "train", "val" or "test".
         num_val_images: the first N rows of split 0 form "val", the rest "train".
         filter_empty_rels: drop images without relations (IterativeSG does; DETR pretraining need not).
-        filter_duplicate_rels: drop repeated (subject, object, predicate) rows; default: train only.
+        filter_duplicate_rels: keep one randomly drawn relation per (subject, object) pair, as the
+            reference's training mapper does (``sample_predicate_per_pair``); default: train only.
     """
 
     def __init__(self, root: str | Path, split: str, num_val_images: int = 5000, *,
@@ -143,69 +189,76 @@ class VG150Index:
         self.widths = np.array([images[r]["width"] for r in self.rows], dtype=np.int64)
         self.heights = np.array([images[r]["height"] for r in self.rows], dtype=np.int64)
         self._h5: h5py.File | None = None
+        self._h5_pid = -1
+        self._in_memory: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_h5"] = None  # every DataLoader worker opens its own handle
-        state.pop("image_paths", None)
+        state["_h5"], state["_h5_pid"] = None, -1  # every DataLoader worker opens its own handle
         return state
 
     @property
     def h5(self) -> h5py.File:
-        if self._h5 is None:
-            self._h5 = h5py.File(self.h5_path, "r")
+        """The h5 file, opened on first use in each process (a forked worker never reuses the parent's)."""
+        if self._h5 is None or self._h5_pid != os.getpid():
+            self._h5, self._h5_pid = h5py.File(self.h5_path, "r"), os.getpid()
         return self._h5
 
-    @cached_property
-    def image_paths(self) -> dict[int, Path]:
-        """``{image_id: path}`` over VG_100K and VG_100K_2 (one directory listing each)."""
-        found: dict[int, Path] = {}
-        for folder in IMAGE_DIRS:
-            directory = self.root / folder
-            if directory.is_dir():
-                for entry in directory.iterdir():
-                    if entry.suffix == ".jpg" and entry.stem.isdigit():
-                        found.setdefault(int(entry.stem), entry)
-        return found
+    def load_into_memory(self) -> VG150Index:
+        """Read the flat box/label/relation arrays once (~60 MB for VG150): faster for a full pass."""
+        self._in_memory = {name: self.h5[name][()] for name in FLAT_ARRAYS}
+        return self
+
+    def _rows(self, name: str, first: int, last: int) -> np.ndarray:
+        source = self._in_memory if self._in_memory is not None else self.h5
+        return source[name][first:last + 1]
 
     def image_path(self, i: int) -> Path:
+        """``{image_id}.jpg`` in VG_100K, else in VG_100K_2 (the two unmerged image zips)."""
         image_id = int(self.image_ids[i])
-        path = self.image_paths.get(image_id)
-        if path is None:
-            raise UserError(f"{self.root}/VG_100K/{image_id}.jpg: image missing; put both VG image folders "
-                            "in place (itersg fetch vg) and run `itersg data verify`")
-        return path
+        for folder in IMAGE_DIRS:
+            path = self.root / folder / f"{image_id}.jpg"
+            if path.is_file():
+                return path
+        raise UserError(f"{self.root}/VG_100K/{image_id}.jpg: image missing; put both VG image folders "
+                        "in place (itersg fetch vg) and run `itersg data verify`")
 
-    def annotations(self, i: int) -> dict[str, np.ndarray]:
-        """Boxes float32 (N, 4) x1y1x2y2 in original pixels, labels int64 (N,), relations int64 (R, 3)."""
+    def annotations(self, i: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+        """Ground truth of image ``i`` without decoding it (nothing but h5 slices is read).
+
+        Returns boxes float32 (N, 4) x1y1x2y2 in original pixels (scale from image_data.json), labels
+        int64 (N,) 0-based, relations int64 (R, 3) (subject, object, predicate) image-local and 0-based.
+        With ``filter_duplicate_rels`` the relations are drawn (``generator``, else the torch RNG).
+        """
         first, last = int(self.first_box[i]), int(self.last_box[i])
-        boxes = xyxy_from_boxes_1024(self.h5["boxes_1024"][first:last + 1])
+        boxes = xyxy_from_boxes_1024(self._rows("boxes_1024", first, last))
         scale = max(int(self.widths[i]), int(self.heights[i])) / BOX_SCALE
         boxes = (boxes * scale).astype(np.float32)
-        labels = self.h5["labels"][first:last + 1, 0].astype(np.int64) - 1
+        labels = self._rows("labels", first, last)[:, 0].astype(np.int64) - 1
         relations = np.zeros((0, 3), dtype=np.int64)
         if self.first_rel[i] >= 0:
             r0, r1 = int(self.first_rel[i]), int(self.last_rel[i])
-            pairs = self.h5["relationships"][r0:r1 + 1].astype(np.int64) - first
-            predicates = self.h5["predicates"][r0:r1 + 1, 0].astype(np.int64) - 1
+            pairs = self._rows("relationships", r0, r1).astype(np.int64) - first
+            predicates = self._rows("predicates", r0, r1)[:, 0].astype(np.int64) - 1
             relations = np.column_stack([pairs, predicates])
             if self.filter_duplicate_rels:
-                _, keep = np.unique(relations, axis=0, return_index=True)
-                relations = relations[np.sort(keep)]
+                relations = sample_predicate_per_pair(relations, generator)
         return {"boxes": boxes, "labels": labels, "relations": relations}
 
 
 def _read_index_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The small per-image arrays (5 x 108,073 int32 for VG150); the flat arrays stay on disk."""
     try:
         with h5py.File(path, "r") as h5:
+            if missing := [name for name in INDEX_ARRAYS if name not in h5]:
+                raise UserError(f"{path}: dataset(s) {missing} missing; the file is not VG-SGG-with-attri.h5 "
+                                "(run `itersg data verify`)")
             return {name: h5[name][:] for name in INDEX_ARRAYS}
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
-    except KeyError as err:
-        raise UserError(f"{path}: dataset {err} missing; the file is not VG-SGG-with-attri.h5") from None
     except OSError as err:
         raise UserError(f"{path}: unreadable h5 ({str(err).splitlines()[0]}); download it again") from None
 
@@ -233,7 +286,7 @@ def load_split_ground_truth(root: str | Path, split: str, num_val_images: int = 
     Boxes are original pixels clipped to [0, W] x [0, H] with empty boxes and their relations dropped,
     as IterativeSG's evaluator sees them; duplicate relations are kept (they count in the recall).
     """
-    index = VG150Index(root, split, num_val_images, filter_duplicate_rels=False)
+    index = VG150Index(root, split, num_val_images, filter_duplicate_rels=False).load_into_memory()
     ground_truth = {}
     for i, image_id in enumerate(index.image_ids):
         annotation = index.annotations(i)
@@ -247,10 +300,12 @@ def load_split_ground_truth(root: str | Path, split: str, num_val_images: int = 
 def predicate_frequencies(root: str | Path, num_val_images: int = 5000) -> np.ndarray:
     """Relation count per predicate (0-based) in the training split, duplicates included."""
     index = VG150Index(root, "train", num_val_images, filter_duplicate_rels=False)
-    vocabulary = load_vocabulary(root)
     with h5py.File(index.h5_path, "r") as h5:
         predicates = h5["predicates"][:, 0].astype(np.int64) - 1
-    counts = np.zeros(len(vocabulary.predicates), dtype=np.int64)
-    for r0, r1 in zip(index.first_rel, index.last_rel, strict=True):
-        counts += np.bincount(predicates[r0:r1 + 1], minlength=len(counts))
-    return counts
+    has_rel = index.first_rel >= 0
+    # +1 where a training image's relation range starts, -1 after it ends: cumsum > 0 marks its rows
+    edges = np.zeros(len(predicates) + 1, dtype=np.int64)
+    np.add.at(edges, index.first_rel[has_rel], 1)
+    np.add.at(edges, index.last_rel[has_rel] + 1, -1)
+    in_train = np.cumsum(edges)[:-1] > 0
+    return np.bincount(predicates[in_train], minlength=len(load_vocabulary(root).predicates))

@@ -1,0 +1,21 @@
+"""The index benchmark writes a consistent VG150-layout folder and measures it in a fresh process."""
+
+import h5py
+
+from itersg.data.bench import bench_index
+from itersg.data.vg150 import VG150Index
+
+
+def test_bench_index_on_a_small_folder(tmp_path):
+    result = bench_index(tmp_path, num_images=600, num_boxes=6000, num_relations=3000)
+    with h5py.File(tmp_path / "VG-SGG-with-attri.h5") as h5:
+        assert len(h5["split"]) == 600 and len(h5["labels"]) == 6000 and len(h5["predicates"]) == 3000
+        assert h5["attributes"].shape == (6000, 10) and h5["active_object_mask"].dtype == bool
+    train = VG150Index(tmp_path, "train", num_val_images=5000)
+    assert result["images"] == len(train) == 0  # 5000 val images > what split 0 holds
+    result = bench_index(tmp_path, num_images=600, num_boxes=6000, num_relations=3000, split="test")
+    test = VG150Index(tmp_path, "test")
+    assert result["images"] == len(test) > 0
+    relations = test.annotations(0)["relations"]
+    assert (relations[:, :2] < len(test.annotations(0)["labels"])).all()
+    assert 0 < result["seconds"] < 2 and result["peak_rss_mib"] < 1024
