@@ -13,8 +13,9 @@ builds small configurations of the SAME classes for the demo and the tests. Keys
   ``freeze_at`` (2: stem and res2 frozen), ``size_divisibility`` (0: pad to the batch maximum only,
   as the reference), ``pixel_stats`` ("iterativesg": RGB with torchvision's mean/std as the yaml of
   the released checkpoints; "detectron2": BGR, std 1, the convention R-101.pkl was trained in),
-  ``small`` (true: ``blocks`` [1, 1, 1, 1], ``width`` 16, ``freeze_at`` 0, for models trained from
-  scratch). VoVNet variants receive the dict unchanged (see ``vovnet.py``).
+  ``small`` (true: ``blocks`` [1, 1, 1, 1], ``width`` 16, ``freeze_at`` 0 and output stride 8, for
+  models trained from scratch on small images), ``replace_stride_with_dilation`` (3 booleans for
+  res3..res5, as torchvision). VoVNet variants receive the dict unchanged (see ``vovnet.py``).
 * ``aux_head``: a dict handed to the CenterMask head builder (CenterMask variants only).
 """
 
@@ -54,6 +55,8 @@ class ResNetConfig:
     pixel_mean: tuple[float, float, float] = ISG_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = ISG_PIXEL_STD
     input_format: str = "RGB"
+    # res3, res4, res5: keep the resolution and dilate instead of striding (small images in the demo)
+    replace_stride_with_dilation: tuple[bool, bool, bool] = (False, False, False)
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ def _check_positive(config: ModelConfig) -> None:
         raise UserError(f"model.overrides.dropout: expected a value in [0, 1), got {t.dropout!r}")
 
 
-RESNET_KEYS = ("depth", "blocks", "width", "freeze_at", "size_divisibility", "pixel_stats", "small")
+RESNET_KEYS = ("depth", "blocks", "width", "freeze_at", "size_divisibility", "pixel_stats", "small",
+               "replace_stride_with_dilation")
 
 
 def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 101) -> ResNetConfig:
@@ -172,7 +176,8 @@ def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 10
                         f"allowed: {list(RESNET_KEYS)}")
     values: dict[str, Any] = {}
     if overrides.pop("small", False):
-        values.update(blocks=(1, 1, 1, 1), width=16, freeze_at=0)
+        # for the demo's 64-128 px images: output stride 8 (res4, res5 dilated) keeps a 10x10 feature map
+        values.update(blocks=(1, 1, 1, 1), width=16, freeze_at=0, replace_stride_with_dilation=(False, True, True))
     depth = overrides.pop("depth", depth)
     if depth not in RESNET_BLOCKS:
         raise UserError(f"model.overrides.backbone.depth: {depth!r} is not one of {sorted(RESNET_BLOCKS)}")
@@ -184,6 +189,11 @@ def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 10
     values["pixel_mean"], values["pixel_std"], values["input_format"] = RESNET_PIXEL_STATS[stats]
     values.update(overrides)
     values["blocks"] = tuple(values["blocks"])
+    dilation = tuple(values.get("replace_stride_with_dilation", (False, False, False)))
+    if len(dilation) != 3 or not all(isinstance(d, bool) for d in dilation):
+        raise UserError("model.overrides.backbone.replace_stride_with_dilation: expected 3 booleans "
+                        f"(res3, res4, res5), got {dilation!r}")
+    values["replace_stride_with_dilation"] = dilation
     if len(values["blocks"]) != 4 or not all(isinstance(b, int) and b >= 1 for b in values["blocks"]):
         raise UserError(f"model.overrides.backbone.blocks: expected 4 positive integers, "
                         f"got {values['blocks']}")

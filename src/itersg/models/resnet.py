@@ -22,8 +22,8 @@ class ConvNorm(nn.Conv2d):
     """A bias-free conv followed by a frozen batch norm kept as the ``norm`` child (detectron2 layout)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+                 padding: int = 0, dilation: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False)
         self.norm = FrozenBatchNorm2d(out_channels)
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")  # c2_msra_fill
 
@@ -43,14 +43,16 @@ class Stem(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (strided) -> 1x1 with a residual connection."""
+    """1x1 -> 3x3 (strided or dilated) -> 1x1 with a residual connection."""
 
-    def __init__(self, in_channels: int, bottleneck_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, bottleneck_channels: int, out_channels: int, stride: int,
+                 dilation: int = 1):
         super().__init__()
         self.shortcut = (ConvNorm(in_channels, out_channels, 1, stride=stride)
                          if in_channels != out_channels else None)
         self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1)
-        self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride, padding=1)
+        self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride, padding=dilation,
+                              dilation=dilation)
         self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -66,23 +68,27 @@ class ResNet(nn.Module):
 
     Backbone interface (shared with the VoVNet-FPN backbones): ``forward(x)`` takes normalised
     images [B, 3, H, W] and returns ``{"res2": [B, 4w, H/4, W/4], ..., "res5": [B, 32w, H/32, W/32]}``
-    (w = ``config.width``; sizes rounded up); ``out_feature``, ``out_channels``, ``out_stride``,
+    (w = ``config.width``; sizes rounded up; res5 at H/16 or H/8 with ``replace_stride_with_dilation``); ``out_feature``, ``out_channels``, ``out_stride``,
     ``size_divisibility``, ``pixel_mean``/``pixel_std`` (0-255 scale) and ``input_format`` describe it.
     """
 
     out_feature = "res5"
-    out_stride = 32
 
     def __init__(self, config: ResNetConfig):
         super().__init__()
         self.stem = Stem(config.width)
-        in_channels = config.width
+        in_channels, self.out_stride, dilation = config.width, 4, 1
         for index, (name, num_blocks) in enumerate(zip(STAGE_NAMES, config.blocks)):
             bottleneck, out_channels = config.width * 2**index, config.width * 4 * 2**index
+            # res3..res5 halve the resolution, or keep it and dilate (torchvision's replace_stride_with_dilation)
+            dilate = index > 0 and config.replace_stride_with_dilation[index - 1]
+            downsample = 2 if index > 0 and not dilate else 1
+            dilation *= 2 if dilate else 1
+            self.out_stride *= downsample
             blocks = []
             for block in range(num_blocks):
-                stride = 2 if index > 0 and block == 0 else 1
-                blocks.append(Bottleneck(in_channels, bottleneck, out_channels, stride))
+                blocks.append(Bottleneck(in_channels, bottleneck, out_channels, downsample if block == 0 else 1,
+                                         dilation))
                 in_channels = out_channels
             self.add_module(name, nn.Sequential(*blocks))
         self.out_channels = in_channels
