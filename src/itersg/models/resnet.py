@@ -68,7 +68,8 @@ class ResNet(nn.Module):
 
     Backbone interface (shared with the VoVNet-FPN backbones): ``forward(x)`` takes normalised
     images [B, 3, H, W] and returns ``{"res2": [B, 4w, H/4, W/4], ..., "res5": [B, 32w, H/32, W/32]}``
-    (w = ``config.width``; sizes rounded up; res5 at H/16 or H/8 with ``replace_stride_with_dilation``); ``out_feature``, ``out_channels``, ``out_stride``,
+    (w = ``config.width``; sizes rounded up; res5 at H/16 or H/8 with ``replace_stride_with_dilation``);
+    ``out_feature``, ``out_channels``, ``out_stride``,
     ``size_divisibility``, ``pixel_mean``/``pixel_std`` (0-255 scale) and ``input_format`` describe it.
     """
 
