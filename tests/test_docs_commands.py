@@ -20,7 +20,7 @@ RUN_HERE = {
 RUN_BY_TEST = {
     "make demo": "tests/pipeline/test_demo_dag.py",
     "make test": ".ci/run (this suite itself)",
-    "snakemake --profile slurm": "tests/pipeline/test_slurm.py",
+    "snakemake --profile slurm": "tests/pipeline/test_slurm_pipeline.py",
     "dvc commit -f": "tests/pipeline/test_dvc.py",
     "dvc status": "tests/pipeline/test_dvc.py",
     "dvc push": "tests/pipeline/test_dvc.py",
