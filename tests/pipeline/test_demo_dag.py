@@ -6,7 +6,7 @@ import pytest
 from pipeline_helpers import ROOT, run
 
 from itersg.config import load_params
-from itersg.pipeline import REPORT, all_metrics
+from itersg.pipeline import REPORT, all_metrics, metrics_file
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,13 @@ def test_make_demo_runs_the_dag_to_the_report(tiny_project):
         assert metrics["status"] == "ok" and metrics["params"]["total"] > 0
         assert 0 <= metrics["sgdet"]["R@50"] <= 1
     html = (tiny_project / REPORT).read_text()
-    assert "vovnet39-centermask" in html and "not run" not in html
+    assert 'data-status="not run"' not in html and 'data-status="failed"' not in html
+    for variant in params["study"]["variants"]:
+        for iteration in params["study"]["eval_iterations"]:
+            r50 = json.loads((tiny_project / metrics_file(params, variant, iteration)).read_text())["sgdet"]["R@50"]
+            cell = (f'data-variant="{variant}" data-iteration="{iteration}" data-metric="R@50" '
+                    f'data-source="ours" data-value="{r50}"')
+            assert cell in html
     # a second run has nothing to do
     again = run(["snakemake", "--cores", "2", "-n"], tiny_project)
     assert "Nothing to be done" in again.stdout + again.stderr
