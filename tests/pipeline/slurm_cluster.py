@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 MUNGE_KEY = Path("/etc/munge/munge.key")
+# snakemake-executor-plugin-slurm-jobstep drops SLURM_CONF from the environment of its nested srun,
+# which then only finds the default location: link it to our config while the cluster runs.
+DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
 
@@ -41,6 +44,7 @@ class LocalSlurm:
         self.memory_mb = memory_mb
         self.conf = self.workdir / "slurm.conf"
         self._started: list[tuple[str, Path]] = []  # (name, pid file) of the daemons we started
+        self._linked_default_conf = False
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -104,6 +108,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_conf()
+        if not DEFAULT_CONF.exists() and not DEFAULT_CONF.is_symlink():
+            DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
+            DEFAULT_CONF.symlink_to(self.conf)
+            self._linked_default_conf = True
         self._start_munge()
         env = self.env()
         subprocess.run(["/usr/sbin/slurmctld", "-i"], env=env, check=True)
@@ -122,6 +130,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"SLURM node not idle after {timeout}s; see {self.workdir}/slurmd.log")
 
     def stop(self) -> None:
+        if self._linked_default_conf:
+            DEFAULT_CONF.unlink(missing_ok=True)
+            self._linked_default_conf = False
         for name, pid_file in reversed(self._started):
             try:
                 pid = int(pid_file.read_text().split()[0])

@@ -16,6 +16,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]
 
 
+# This cluster runs without accounting (no slurmdbd), so job states come from squeue, as on such sites;
+# the profile's status polling suits a real cluster (20 s, growing), a test cluster answers at once.
+FAST_POLLING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"]
+
+
 @pytest.fixture
 def slurm(tmp_path):
     cluster = LocalSlurm(tmp_path / "slurm")
@@ -26,7 +31,7 @@ def slurm(tmp_path):
 
 def test_snakemake_profile_slurm_runs_the_demo_to_the_report(tiny_project, slurm):
     env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
-    run(["snakemake", "--profile", "slurm"], tiny_project, env=env)
+    run(["snakemake", "--profile", "slurm", *FAST_POLLING], tiny_project, env=env)
     params = load_params(tiny_project / "params.yaml")
     for path in all_metrics(params):
         assert json.loads((tiny_project / path).read_text())["status"] == "ok"
@@ -44,8 +49,8 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(tiny_project, slurm):
     params = load_params(tiny_project / "params.yaml")
     target = f"{train_dir(params, 'vovnet39-centermask')}/model_final.pth"
     checkpoints = tiny_project / train_dir(params, "vovnet39-centermask") / "checkpoints"
-    snakemake = subprocess.Popen(["snakemake", "--profile", "slurm", target], cwd=tiny_project, env=with_venv(env),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    snakemake = subprocess.Popen(["snakemake", "--profile", "slurm", *FAST_POLLING, target], cwd=tiny_project,
+                                 env=with_venv(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 600
         while not any(checkpoints.glob("model_*.pth")) and time.monotonic() < deadline:
