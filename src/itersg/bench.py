@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -57,6 +57,18 @@ def random_batch(batch_size: int, height: int, width: int, num_classes: int, num
     return images, targets
 
 
+def _timed(step: Callable[[], None], warmup: int, iterations: int, device: torch.device) -> float:
+    """Seconds of ``iterations`` calls of ``step`` after ``warmup`` untimed ones (device synchronised)."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _prepare(model: torch.nn.Module, device: torch.device, channels_last: bool, compile_model: bool):
     model = model.to(device)
     if channels_last:
@@ -82,16 +94,14 @@ def bench_infer(variant: str, *, batch_size: int = 16, height: int = 800, width:
     generator = torch.Generator().manual_seed(0)
     images, targets = random_batch(batch_size, height, width, 150, 50, device, generator)
     sizes = [t["size"].tolist() for t in targets]
-    with torch.inference_mode():
-        for step in range(warmup + iterations):
-            if step == warmup:
-                _sync(device)
-                start = time.perf_counter()
-            with _autocast(device, precision):
-                outputs = runner(images)
-            postprocess_scene_graphs(outputs, sizes, sizes)
-        _sync(device)
-    seconds = time.perf_counter() - start
+
+    @torch.inference_mode()
+    def step() -> None:
+        with _autocast(device, precision):
+            outputs = runner(images)
+        postprocess_scene_graphs(outputs, sizes, sizes)
+
+    seconds = _timed(step, warmup, iterations, device)
     return _record("infer", variant, batch_size, height, width, precision, channels_last, compile_model, device,
                    ms_per_image=1000 * seconds / (iterations * batch_size), params=counts)
 
@@ -108,19 +118,16 @@ def bench_train(variant: str, *, batch_size: int = 12, height: int = 800, width:
     optimizer = torch.optim.AdamW(parameters, lr=1e-4, weight_decay=1e-4, fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
     images, targets = random_batch(batch_size, height, width, 150, 50, device, generator)
-    for step in range(warmup + iterations):
-        if step == warmup:
-            _sync(device)
-            start = time.perf_counter()
+
+    def step() -> None:
         with _autocast(device, precision):
             outputs = runner(images)
-        losses = criterion(outputs, targets)
-        loss = criterion.weighted_total(losses)
+        loss = criterion.weighted_total(criterion(outputs, targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 0.01)
         optimizer.step()
-    _sync(device)
-    seconds = time.perf_counter() - start
+
+    seconds = _timed(step, warmup, iterations, device)
     return _record("train", variant, batch_size, height, width, precision, channels_last, compile_model, device,
                    images_per_second=iterations * batch_size / seconds)
