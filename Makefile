@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test lint venv
 
 venv: $(STAMP)
 

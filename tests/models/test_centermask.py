@@ -268,7 +268,8 @@ def test_reference_head_key_names_and_shapes(heads):
 
 def test_centermask_round_trip_and_partial_files(tmp_path):
     def build(num_classes=4):
-        backbone = build_vovnet_fpn(39, overrides={"small": True})
+        # FrozenBN as in the released CenterMask checkpoints (the small preset trains its norms)
+        backbone = build_vovnet_fpn(39, overrides={"small": True, "norm": "FrozenBN"})
         return backbone, build_centermask_heads(num_classes=num_classes, in_channels=backbone.out_channels,
                                                 overrides={"small": True})
 

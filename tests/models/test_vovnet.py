@@ -160,11 +160,12 @@ def test_reference_key_names_and_shapes(vovnet39):
 
 
 def test_detectron2_round_trip_puts_every_tensor_back(tmp_path):
-    source = build_vovnet_fpn(57, overrides={"small": True})
+    centermask2_layout = {"small": True, "norm": "FrozenBN", "pixel_stats": "detectron2"}  # as centermask2 trains
+    source = build_vovnet_fpn(57, overrides=centermask2_layout)
     _randomise(source)
     path = tmp_path / "centermask2.pth"
     torch.save({"model": to_detectron2_state_dict(source), "__author__": "test"}, path)
-    target = build_vovnet_fpn(57, overrides={"small": True})
+    target = build_vovnet_fpn(57, overrides=centermask2_layout)
     report = load_detectron2_weights(target, path)
     assert report.kept_init == [] and report.ignored == [] and report.warnings == []
     assert len(report.loaded) == len(source.state_dict())
@@ -272,7 +273,7 @@ def test_timm_weights_load_and_reproduce_timm_features(tmp_path, suffix):
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:
         torch.save(state, path)
-    backbone = build_vovnet_fpn(39, overrides={"small": True}).eval()
+    backbone = build_vovnet_fpn(39, overrides={"small": True, "pixel_stats": "detectron2"}).eval()
     report = load_timm_vovnet_weights(backbone, path)
     assert sorted(report.kept_init) == sorted(
         [f"backbone.body.{k}" for k in backbone.body.added_ese_keys]

@@ -48,6 +48,12 @@ def train_launcher(gpus, nodes):
     return ""
 
 
+# CPU threads of a training or evaluation job. With GPUs: data loading and the host side of 4 GPUs' work.
+# Without (the demo): one, so that Snakemake runs one job per core; small models use a core better in
+# their own process than as a second thread of another job (docs/benchmarks.md).
+JOB_THREADS = 4 if P["train"]["gpus"] else 1
+
+
 def train_runtime(wildcards, attempt):
     """Minutes per attempt: retries after a timeout get longer (the job resumes its checkpoint)."""
     hours_per_10k = 3 if P["train"]["gpus"] else 1

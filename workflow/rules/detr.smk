@@ -26,11 +26,13 @@ else:
             itersg_args=ITERSG_ARGS,
             out=lambda wildcards, output: os.path.dirname(output.weights),
             launcher=train_launcher(P["train"]["gpus"], P["train"]["nodes"]),
+        # first: the r101-detr training waits for it (the longest path through the DAG)
+        priority: 10
         log:
             log_path("pretrain_detr"),
         benchmark:
             benchmark_path("pretrain_detr")
-        threads: 4
+        threads: JOB_THREADS
         resources:
             gpu=P["train"]["gpus"],
             nodes=P["train"]["nodes"],
@@ -49,6 +51,7 @@ else:
             weights=paths.replicated_init(P),
         params:
             itersg_args=ITERSG_ARGS,
+        priority: 10
         log:
             log_path("replicate_decoder"),
         benchmark:

@@ -15,7 +15,7 @@ rule evaluate:
         log_path("evaluate", "{variant}_{iteration}"),
     benchmark:
         benchmark_path("evaluate", "{variant}_{iteration}")
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=1 if P["train"]["gpus"] else 0,
         runtime=lambda wildcards, attempt: 120 * attempt,

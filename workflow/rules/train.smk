@@ -19,7 +19,7 @@ rule train:
         log_path("train", "{variant}"),
     benchmark:
         benchmark_path("train", "{variant}")
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=P["train"]["gpus"],
         nodes=P["train"]["nodes"],

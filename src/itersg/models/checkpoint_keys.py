@@ -95,9 +95,13 @@ def _swap(prefixes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(new, old) for old, new in prefixes]
 
 
+def is_bn_counter(key: str) -> bool:
+    """BatchNorm's step counter: state, not a weight; files and models may have it or not (FrozenBN)."""
+    return key.endswith("num_batches_tracked")
+
+
 def _without_ignored(state_dict: Mapping[str, Tensor]) -> tuple[dict, list[str]]:
-    kept = {k: v for k, v in state_dict.items()
-            if not k.startswith(IGNORED_REFERENCE_PREFIXES) and not k.endswith("num_batches_tracked")}
+    kept = {k: v for k, v in state_dict.items() if not k.startswith(IGNORED_REFERENCE_PREFIXES)}
     return kept, sorted(set(state_dict) - set(kept))
 
 
@@ -285,11 +289,12 @@ def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, 
                  may_stay: Iterable[str] = ()) -> tuple[str, ...]:
     """Load ``state`` (names relative to ``prefix``) into ``model`` after checking names and shapes.
 
-    Every model key under ``prefix`` must receive a value unless it is listed in ``may_stay``. Returns
-    the model keys left at their current values.
+    Every model key under ``prefix`` must receive a value unless it is listed in ``may_stay`` or is a
+    BatchNorm counter. Returns the model keys (counters excepted) left at their current values.
     """
     own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
-    state = {prefix + k: v for k, v in state.items()}
+    state = {prefix + k: v for k, v in state.items() if not is_bn_counter(k) or prefix + k in own}
+    may_stay = {*may_stay, *filter(is_bn_counter, own)}
     unexpected = sorted(set(state) - set(own))
     missing = sorted(set(own) - set(state) - set(may_stay))
     mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
@@ -306,7 +311,7 @@ def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, 
         raise UserError(f"{source}: does not fit the model: {'; '.join(problems)}; check the variant and "
                         "model.overrides match the checkpoint")
     model.load_state_dict(state, strict=False)
-    return tuple(sorted(set(own) - set(state)))
+    return tuple(sorted(k for k in set(own) - set(state) if not is_bn_counter(k)))
 
 
 def load_msra_resnet(backbone: nn.Module, path: str | Path, *, prefix: str = "") -> LoadReport:
@@ -351,7 +356,7 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Lo
         except KeyError as err:
             raise UserError(f"{source}: {err.args[0]}") from None
         load_checked(model, {**fresh, **replicated}, source)
-        kept = tuple(sorted(set(fresh) - set(replicated)))
+        kept = tuple(sorted(k for k in set(fresh) - set(replicated) if not is_bn_counter(k)))
         return LoadReport(source_format, len(replicated), tuple(ignored), kept)
     present = {model_part(k) for k in state}
     absent = [k for k in model.state_dict() if model_part(k) not in present]

@@ -13,9 +13,10 @@ builds small configurations of the SAME classes for the demo and the tests. Keys
   ``freeze_at`` (2: stem and res2 frozen), ``size_divisibility`` (0: pad to the batch maximum only,
   as the reference), ``pixel_stats`` ("iterativesg": RGB with torchvision's mean/std as the yaml of
   the released checkpoints; "detectron2": BGR, std 1, the convention R-101.pkl was trained in),
-  ``small`` (true: ``blocks`` [1, 1, 1, 1], ``width`` 16, ``freeze_at`` 0 and output stride 8, for
-  models trained from scratch on small images), ``replace_stride_with_dilation`` (3 booleans for
-  res3..res5, as torchvision). VoVNet variants receive the dict unchanged (see ``vovnet.py``).
+  ``norm`` ("FrozenBN"; "BN" trains the norms, detectron2's ``MODEL.RESNETS.NORM``),
+  ``small`` (true: ``blocks`` [1, 1, 1, 1], ``width`` 16, ``freeze_at`` 0, ``norm`` "BN" and output
+  stride 8, for models trained from scratch on small images), ``replace_stride_with_dilation`` (3
+  booleans for res3..res5, as torchvision). VoVNet variants receive the dict unchanged (see ``vovnet.py``).
 * ``aux_head``: a dict handed to the CenterMask head builder (CenterMask variants only).
 """
 
@@ -57,6 +58,7 @@ class ResNetConfig:
     input_format: str = "RGB"
     # res3, res4, res5: keep the resolution and dilate instead of striding (small images in the demo)
     replace_stride_with_dilation: tuple[bool, bool, bool] = (False, False, False)
+    norm: str = "FrozenBN"
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ def _check_positive(config: ModelConfig) -> None:
 
 
 RESNET_KEYS = ("depth", "blocks", "width", "freeze_at", "size_divisibility", "pixel_stats", "small",
-               "replace_stride_with_dilation")
+               "replace_stride_with_dilation", "norm")
+BACKBONE_NORMS = ("FrozenBN", "BN")
 
 
 def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 101) -> ResNetConfig:
@@ -176,8 +179,10 @@ def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 10
                         f"allowed: {list(RESNET_KEYS)}")
     values: dict[str, Any] = {}
     if overrides.pop("small", False):
-        # for the demo's 64-128 px images: output stride 8 (res4, res5 dilated) keeps a 10x10 feature map
-        values.update(blocks=(1, 1, 1, 1), width=16, freeze_at=0, replace_stride_with_dilation=(False, True, True))
+        # for the demo's 64-128 px images: output stride 8 (res4, res5 dilated) keeps a 10x10 feature map;
+        # trained from scratch, so the norms learn (an identity FrozenBN lets activations grow unchecked)
+        values.update(blocks=(1, 1, 1, 1), width=16, freeze_at=0, replace_stride_with_dilation=(False, True, True),
+                      norm="BN")
     depth = overrides.pop("depth", depth)
     if depth not in RESNET_BLOCKS:
         raise UserError(f"model.overrides.backbone.depth: {depth!r} is not one of {sorted(RESNET_BLOCKS)}")
@@ -197,6 +202,9 @@ def resnet_config(overrides: Mapping[str, Any] | None = None, *, depth: int = 10
     if len(values["blocks"]) != 4 or not all(isinstance(b, int) and b >= 1 for b in values["blocks"]):
         raise UserError(f"model.overrides.backbone.blocks: expected 4 positive integers, "
                         f"got {values['blocks']}")
+    if values.get("norm", "FrozenBN") not in BACKBONE_NORMS:
+        raise UserError(f"model.overrides.backbone.norm: expected one of {list(BACKBONE_NORMS)}, "
+                        f"got {values['norm']!r}")
     for key, minimum in (("width", 1), ("freeze_at", 0), ("size_divisibility", 0)):
         if key in values and (not isinstance(values[key], int) or values[key] < minimum):
             raise UserError(f"model.overrides.backbone.{key}: expected an integer >= {minimum}, "

@@ -27,7 +27,10 @@ at detectron2's defaults). timm's weights exist for 39 (ImageNet mean/std, RGB) 
 * ``fpn_channels`` (256): channels of every pyramid level, hence ``out_channels``;
 * ``freeze_at`` (1): 0 trains everything, 1 freezes the stem, ``k`` > 1 also stages 2..k;
 * ``pixel_stats`` ("detectron2"): a key of ``PIXEL_STATS`` or "timm";
-* ``small`` (false): start from ``SMALL_OVERRIDES`` (544,400 parameters with the FPN, nothing frozen);
+* ``norm`` ("FrozenBN"; "BN" trains the norms with per-process batch statistics, for training from
+  scratch) and ``pixel_stats`` (a ``PIXEL_STATS`` key or "timm", see below);
+* ``small`` (false): start from ``SMALL_OVERRIDES`` (nothing frozen, trained norms, ImageNet-style
+  input scaling);
   other keys given beside it still apply.
 """
 
@@ -37,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as F
-from timm.layers import create_attn
+from timm.layers import BatchNormAct2d, create_attn
 from timm.models.vovnet import VovNet, model_cfgs
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
@@ -75,6 +78,10 @@ SMALL_OVERRIDES: dict[str, Any] = {
     "blocks_per_stage": [1, 1, 2, 2],
     "fpn_channels": 64,
     "freeze_at": 0,
+    # trained from scratch: learnt norms and unit-scale inputs (identity FrozenBN on 0-255 pixels lets
+    # activations reach 1e4 and stalls training)
+    "norm": "BN",
+    "pixel_stats": "timm-imagenet",
 }
 # override key -> (timm config key, list length or None for a single int)
 _TIMM_KEYS = {
@@ -84,7 +91,7 @@ _TIMM_KEYS = {
     "layers_per_block": ("layer_per_block", None),
     "blocks_per_stage": ("block_per_stage", 4),
 }
-OVERRIDE_KEYS = (*_TIMM_KEYS, "fpn_channels", "freeze_at", "pixel_stats", "small")
+OVERRIDE_KEYS = (*_TIMM_KEYS, "fpn_channels", "freeze_at", "norm", "pixel_stats", "small")
 
 
 class FrozenBatchNormReLU(FrozenBatchNorm2d):
@@ -108,13 +115,16 @@ def frozen_norm_act(num_features: int, apply_act: bool = True, **_: Any) -> Froz
     return FrozenBatchNormReLU(num_features, apply_act=apply_act)
 
 
-def build_vovnet_body(config: Mapping[str, Any]) -> VovNet:
-    """timm's VovNet for a timm VoVNet config, with FrozenBN, eSE on every OSA block and no classifier.
+NORM_LAYERS = {"FrozenBN": frozen_norm_act, "BN": BatchNormAct2d}
+
+
+def build_vovnet_body(config: Mapping[str, Any], norm: str = "FrozenBN") -> VovNet:
+    """timm's VovNet for a timm VoVNet config, with ``norm``, eSE on every OSA block and no classifier.
 
     The names of the eSE layers that timm's own model lacks are kept in ``body.added_ese_keys`` (the
     state-dict keys that a timm checkpoint cannot provide).
     """
-    body = VovNet(cfg=dict(config), num_classes=0, norm_layer=frozen_norm_act)
+    body = VovNet(cfg=dict(config), num_classes=0, norm_layer=NORM_LAYERS[norm])
     body.head = nn.Identity()
     added = []
     for stage_index, stage in enumerate(body.stages):
@@ -194,7 +204,8 @@ def build_vovnet_fpn(depth: int, *, out_level: str = "P5", overrides: Mapping[st
             raise UserError(f"model.overrides.backbone.pixel_stats: timm has no VoVNet-{depth} weights; "
                             f"use 'detectron2'")
         pixel_stats = TIMM_PIXEL_STATS[depth]
-    return VoVNetFPN(build_vovnet_body(config), options.get("fpn_channels", 256), out_level, pixel_stats,
+    body = build_vovnet_body(config, options.get("norm", "FrozenBN"))
+    return VoVNetFPN(body, options.get("fpn_channels", 256), out_level, pixel_stats,
                      options.get("freeze_at", 1))
 
 
@@ -215,6 +226,9 @@ def _resolve_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
             _check_ints(key, options[key], None, minimum=0 if key == "freeze_at" else 1)
     if options.get("freeze_at", 0) > 5:
         raise UserError(f"model.overrides.backbone.freeze_at: expected 0..5, got {options['freeze_at']}")
+    if options.get("norm", "FrozenBN") not in NORM_LAYERS:
+        raise UserError(f"model.overrides.backbone.norm: expected one of {list(NORM_LAYERS)}, "
+                        f"got {options['norm']!r}")
     stats = options.get("pixel_stats", "detectron2")
     if stats not in (*PIXEL_STATS, "timm"):
         raise UserError(f"model.overrides.backbone.pixel_stats: expected one of {[*PIXEL_STATS, 'timm']}, "

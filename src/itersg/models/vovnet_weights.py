@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from itersg.errors import UserError
+from itersg.models.checkpoint_keys import is_bn_counter
 
 if TYPE_CHECKING:
     from itersg.models.centermask import CenterMaskHeads
@@ -121,7 +122,7 @@ def detectron2_key_map(backbone: VoVNetFPN, heads: CenterMaskHeads | None = None
 def to_detectron2_state_dict(backbone: VoVNetFPN, heads: CenterMaskHeads | None = None) -> dict[str, Tensor]:
     """Our tensors under centermask2's names (the inverse of ``load_detectron2_weights``)."""
     ours = _qualified_state_dict(backbone, heads)
-    return {d2: ours[name] for d2, name in detectron2_key_map(backbone, heads).items()}
+    return {d2: ours[name] for d2, name in detectron2_key_map(backbone, heads).items() if name in ours}
 
 
 def load_detectron2_weights(backbone: VoVNetFPN, path: str | Path, heads: CenterMaskHeads | None = None, *,
@@ -132,10 +133,10 @@ def load_detectron2_weights(backbone: VoVNetFPN, path: str | Path, heads: Center
     ``num_classes_may_differ`` a wrongly shaped FCOS classifier (e.g. COCO's 80 classes) keeps its
     initialisation instead of raising.
     """
-    source = {k: v for k, v in read_state_dict(path).items() if not k.endswith("num_batches_tracked")}
+    source = {k: v for k, v in read_state_dict(path).items() if not is_bn_counter(k)}
     if source and not any(_part(k) for k in source):
         source = {BOTTOM_UP + k: v for k, v in source.items()}
-    mapping = detectron2_key_map(backbone, heads)
+    mapping = {d2: name for d2, name in detectron2_key_map(backbone, heads).items() if not is_bn_counter(name)}
     ours = _qualified_state_dict(backbone, heads)
     present = {_part(k) for k in source}
     ignored = sorted(k for k in source if heads is None and _part(k) in HEAD_PARTS)
@@ -158,8 +159,8 @@ def load_timm_vovnet_weights(backbone: VoVNetFPN, path: str | Path) -> WeightLoa
     source = read_state_dict(path)
     if source and all(k.startswith("module.") for k in source):
         source = {k[len("module."):]: v for k, v in source.items()}
-    ignored = sorted(k for k in source if k.startswith("head.") or k.endswith("num_batches_tracked"))
-    body = backbone.body.state_dict()
+    ignored = sorted(k for k in source if k.startswith("head.") or is_bn_counter(k))
+    body = {k: v for k, v in backbone.body.state_dict().items() if not is_bn_counter(k)}
     optional = set(backbone.body.added_ese_keys)
     missing = sorted(k for k in body if k not in source and k not in optional)
     unexpected = sorted(k for k in source if k not in body and k not in ignored)
@@ -187,10 +188,11 @@ def _part(key: str) -> str:
 
 
 def _qualified_state_dict(backbone: nn.Module, heads: nn.Module | None) -> dict[str, Tensor]:
+    """Every weight and statistic of the modules (BatchNorm counters aside) under ``backbone.``/``heads.``."""
     tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     if heads is not None:
         tensors.update({f"heads.{k}": v for k, v in heads.state_dict().items()})
-    return tensors
+    return {k: v for k, v in tensors.items() if not is_bn_counter(k)}
 
 
 def _raise_on_problems(path: str | Path, missing: list[str], unexpected: list[str], mismatched: list[str],
