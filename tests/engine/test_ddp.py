@@ -23,7 +23,11 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, params: dict, out: str) -> None:
-    """One process as torchrun would start it; saves its own weights to ``out/rank<r>.pt``."""
+    """One process as torchrun would start it; saves its own weights (parameters) to ``out/rank<r>.pt``.
+
+    Buffers are left out: trained BatchNorm keeps per-process running statistics (DDP broadcasts rank 0's
+    before every forward, and rank 0 writes the checkpoints).
+    """
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -36,7 +40,7 @@ def _worker(rank: int, world_size: int, port: int, params: dict, out: str) -> No
     try:
         run = TrainingRun(params, "train", Path(out), "r101-detr", launch, device)
         assert run.run(None, None) == 0
-        torch.save(run.model.state_dict(), f"{out}/rank{rank}.pt")
+        torch.save({k: v.detach() for k, v in run.model.named_parameters()}, f"{out}/rank{rank}.pt")
     finally:
         distributed.destroy_process_group()
 
