@@ -3,6 +3,10 @@
 `LocalSlurm.start()` writes a slurm.conf into a private directory, starts munged (only if none is
 running), slurmctld and slurmd, and waits until the node is idle; `stop()` stops exactly the daemons it
 started. Commands find the cluster through the SLURM_CONF variable of `env()`.
+
+With ``accounting=True`` the cluster also keeps job accounting as production clusters do: a private
+MariaDB server (its own data directory and port, no grant tables) behind slurmdbd, so `sacct` answers;
+without it `sacct` reports that accounting storage is disabled and only `squeue` knows the jobs.
 """
 
 from __future__ import annotations
@@ -28,22 +32,33 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _installed(*tools: str) -> bool:
+    return all(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in tools)
+
+
 def slurm_available() -> bool:
     """True when the SLURM and munge daemons are installed and we may start them (root)."""
-    tools = ("slurmctld", "slurmd", "munged", "sbatch", "squeue")
-    return os.geteuid() == 0 and all(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in tools)
+    return os.geteuid() == 0 and _installed("slurmctld", "slurmd", "munged", "sbatch", "squeue")
+
+
+def accounting_available() -> bool:
+    """True when slurmdbd and MariaDB are installed too (the accounting cluster)."""
+    return slurm_available() and _installed("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacct")
 
 
 class LocalSlurm:
     """One controller and one compute node (this machine) in ``workdir``."""
 
-    def __init__(self, workdir: Path, cpus: int = 8, memory_mb: int = 64000) -> None:
+    def __init__(self, workdir: Path, cpus: int = 8, memory_mb: int = 64000, accounting: bool = False) -> None:
         self.workdir = Path(workdir)
         self.host = socket.gethostname()
         self.cpus = cpus
         self.memory_mb = memory_mb
+        self.accounting = accounting
         self.conf = self.workdir / "slurm.conf"
+        self.dbd_port = _free_port()
         self._started: list[tuple[str, Path]] = []  # (name, pid file) of the daemons we started
+        self._children: dict[str, subprocess.Popen] = {}  # daemons that stay our child processes
         self._linked_default_conf = False
 
     def env(self) -> dict[str, str]:
@@ -75,7 +90,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
+{self._accounting_conf()}
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
@@ -90,6 +105,51 @@ NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
+
+    def _accounting_conf(self) -> str:
+        if not self.accounting:
+            return "AccountingStorageType=accounting_storage/none"
+        return ("AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
+                f"AccountingStoragePort={self.dbd_port}")
+
+    def _start_accounting(self, timeout: float) -> None:
+        """MariaDB on a free port with a private data directory, then slurmdbd in front of it."""
+        db = self.workdir / "mariadb"
+        subprocess.run(["mariadb-install-db", "--user=root", f"--datadir={db}", "--skip-test-db",
+                        "--auth-root-authentication-method=normal"], check=True, capture_output=True)
+        db_port = _free_port()
+        command = ["mariadbd", "--user=root", f"--datadir={db}", f"--socket={self.workdir}/mariadb.sock",
+                   f"--port={db_port}", "--bind-address=127.0.0.1", f"--pid-file={self.workdir}/mariadb.pid",
+                   "--skip-grant-tables", f"--log-error={self.workdir}/mariadb.log"]
+        self._children["mariadbd"] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                      start_new_session=True)
+        self._started.append(("mariadbd", self.workdir / "mariadb.pid"))
+        self._wait_for(["mariadb", "-h", "127.0.0.1", "-P", str(db_port), "-u", "root", "-e", "SELECT 1"],
+                      timeout, "mariadb.log")
+        dbd_conf = self.workdir / "slurmdbd.conf"  # slurmdbd reads it next to SLURM_CONF; it must be 0600
+        dbd_conf.write_text(f"""AuthType=auth/munge
+DbdHost=localhost
+DbdPort={self.dbd_port}
+SlurmUser=root
+PidFile={self.workdir}/slurmdbd.pid
+LogFile={self.workdir}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=itersg_accounting
+""")
+        dbd_conf.chmod(0o600)
+        subprocess.run(["/usr/sbin/slurmdbd"], env=self.env(), check=True)
+        self._started.append(("slurmdbd", self.workdir / "slurmdbd.pid"))
+        self._wait_for(["sacctmgr", "-n", "list", "cluster"], timeout, "slurmdbd.log")
+
+    def _wait_for(self, command: list[str], timeout: float, log: str) -> None:
+        deadline = time.monotonic() + timeout
+        while subprocess.run(command, env=self.env(), capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} got no answer after {timeout}s; see {self.workdir / log}")
+            time.sleep(0.5)
 
     def _start_munge(self) -> None:
         if MUNGE_SOCKET.exists() and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
@@ -113,6 +173,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             DEFAULT_CONF.symlink_to(self.conf)
             self._linked_default_conf = True
         self._start_munge()
+        if self.accounting:
+            self._start_accounting(timeout)
         env = self.env()
         subprocess.run(["/usr/sbin/slurmctld", "-i"], env=env, check=True)
         self._started.append(("slurmctld", self.workdir / "slurmctld.pid"))
@@ -137,6 +199,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             try:
                 pid = int(pid_file.read_text().split()[0])
                 os.kill(pid, signal.SIGTERM)
+                if name in self._children:  # reap it, or it lingers as a zombie
+                    self._children.pop(name).wait(timeout=30)
                 for _ in range(100):
                     os.kill(pid, 0)
                     time.sleep(0.1)

@@ -7,7 +7,7 @@ import time
 import pytest
 import yaml
 from pipeline_helpers import run, with_venv
-from slurm_cluster import LocalSlurm, slurm_available
+from slurm_cluster import LocalSlurm, accounting_available, slurm_available
 
 from itersg.config import load_params
 from itersg.pipeline import REPORT, all_metrics, train_dir
@@ -16,9 +16,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]
 
 
-# This cluster runs without accounting (no slurmdbd), so job states come from squeue, as on such sites;
-# the profile's status polling suits a real cluster (20 s, growing), a test cluster answers at once.
-FAST_POLLING = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"]
+# The profile's status polling suits a real cluster (20 s, growing); a test cluster answers at once.
+FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "2"]
+# Without accounting (no slurmdbd) job states come from squeue, as on such sites.
+SQUEUE_STATUS = ["--slurm-status-command", "squeue"]
 
 
 @pytest.fixture
@@ -29,18 +30,39 @@ def slurm(tmp_path):
     cluster.stop()
 
 
-def test_snakemake_profile_slurm_runs_the_demo_to_the_report(tiny_project, slurm):
+@pytest.fixture
+def slurm_with_accounting(tmp_path):
+    if not accounting_available():
+        pytest.skip("needs slurmdbd + mariadb-server (.ci/run installs)")
+    cluster = LocalSlurm(tmp_path / "slurm", accounting=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_snakemake_profile_slurm_runs_the_demo_to_the_report(tiny_project, slurm_with_accounting):
+    """As on most production clusters: accounting on, job states polled with sacct (the plugin's default
+    wherever the sacct binary exists)."""
+    slurm = slurm_with_accounting
     env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
-    run(["snakemake", "--profile", "slurm", *FAST_POLLING], tiny_project, env=env)
+    run(["snakemake", "--profile", "slurm", *FAST_POLLING, "--slurm-status-command", "sacct"], tiny_project, env=env)
     params = load_params(tiny_project / "params.yaml")
     for path in all_metrics(params):
         assert json.loads((tiny_project / path).read_text())["status"] == "ok"
     assert (tiny_project / REPORT).is_file()
-    # every job went through sbatch and its log was kept
-    assert len(list((tiny_project / "logs" / "slurm").rglob("*.log"))) >= 8
+    # every job went through sbatch and its log was kept, and the accounting database saw each one finish
+    job_logs = list((tiny_project / "logs" / "slurm").rglob("*.log"))
+    assert len(job_logs) >= 8
+    accounted = subprocess.run(["sacct", "-X", "-n", "-P", "--format=JobIDRaw,State", "--starttime", "now-1days"],
+                               env=slurm.env(), capture_output=True, text=True, check=True).stdout
+    states = dict(line.split("|") for line in accounted.split())
+    assert {log.stem for log in job_logs} <= {job for job, state in states.items() if state == "COMPLETED"}
 
 
 def test_a_killed_training_job_resumes_from_its_checkpoint(tiny_project, slurm):
+    """On a cluster without accounting (squeue polling): scancel mid-training, the retry resumes."""
     env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
     params_path = tiny_project / "params.yaml"
     raw = yaml.safe_load(params_path.read_text())
@@ -49,8 +71,9 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(tiny_project, slurm):
     params = load_params(tiny_project / "params.yaml")
     target = f"{train_dir(params, 'vovnet39-centermask')}/model_final.pth"
     checkpoints = tiny_project / train_dir(params, "vovnet39-centermask") / "checkpoints"
-    snakemake = subprocess.Popen(["snakemake", "--profile", "slurm", *FAST_POLLING, target], cwd=tiny_project,
-                                 env=with_venv(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = ["snakemake", "--profile", "slurm", *FAST_POLLING, *SQUEUE_STATUS, target]
+    snakemake = subprocess.Popen(command, cwd=tiny_project, env=with_venv(env), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 600
         while not any(checkpoints.glob("model_*.pth")) and time.monotonic() < deadline:
