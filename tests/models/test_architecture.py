@@ -122,6 +122,7 @@ def test_small_overrides_build_the_same_classes(small_overrides):
     ({"backbone": {"depth": 34}}, "depth"),
     ({"backbone": {"blocks": [1, 1]}}, "4 positive"),
     ({"backbone": {"colour": 1}}, "unknown key"),
+    ({"backbone": {"norm": "SyncBN"}}, "backbone.norm"),
 ])
 def test_bad_overrides_are_user_errors(overrides, message):
     with pytest.raises(UserError, match=message):

@@ -143,6 +143,7 @@ def test_full_size_vovnet39_forward_on_a_small_image(vovnet39):
     ({"overrides": {"stage_channels": [16, 16]}}, "stage_channels"),
     ({"overrides": {"layers_per_block": 0}}, "layers_per_block"),
     ({"overrides": {"pixel_stats": "caffe"}}, "pixel_stats"),
+    ({"overrides": {"norm": "GN"}}, "backbone.norm"),
     ({"depth": 99, "overrides": {"pixel_stats": "timm"}}, "timm has no VoVNet-99"),
 ])
 def test_bad_configuration_raises_user_error(kwargs, message):
@@ -300,3 +301,30 @@ def test_timm_weights_missing_a_layer_raise(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="1 missing"):
         load_timm_vovnet_weights(build_vovnet_fpn(39, overrides={"small": True}), tmp_path / "broken.pth")
+
+
+def test_small_preset_trains_its_norms_and_keeps_features_at_unit_scale():
+    """From scratch, identity FrozenBN on 0-255 pixels makes P3 ~100x larger at init (3e4 after training);
+    the small preset's trained BN keeps it near 1."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 64, 64) * 255
+    scales = {}
+    old_preset = {"norm": "FrozenBN", "pixel_stats": "detectron2"}  # the small preset before it trained its norms
+    for name, extra in (("small", {}), ("old", old_preset)):
+        backbone = build_vovnet_fpn(39, overrides={"small": True, **extra}).train()
+        trained = any(p.requires_grad for n, p in backbone.body.named_parameters() if ".bn." in n)
+        assert trained == (name == "small")
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (backbone.pixel_mean, backbone.pixel_std))
+        scales[name] = backbone((images - mean) / std)["P3"].abs().mean().item()
+    assert scales["small"] < 10 < scales["old"]
+
+
+def test_bn_counters_load_whether_or_not_the_file_has_them(tmp_path):
+    """A centermask2 file (FrozenBN, no counters) loads into a BN backbone and back."""
+    frozen = build_vovnet_fpn(39, overrides={"small": True, "norm": "FrozenBN"})
+    _randomise(frozen)
+    torch.save({"model": to_detectron2_state_dict(frozen)}, tmp_path / "frozen.pth")
+    trained = build_vovnet_fpn(39, overrides={"small": True, "norm": "BN"})
+    report = load_detectron2_weights(trained, tmp_path / "frozen.pth")
+    assert report.kept_init == [] and not any(k.endswith("num_batches_tracked") for k in report.loaded)
+    assert torch.equal(trained.body.stem[0].bn.running_var, frozen.body.stem[0].bn.running_var)

@@ -110,19 +110,22 @@ def detectron2_backbone_key(name: str) -> str:
 
 
 def detectron2_key_map(backbone: VoVNetFPN, heads: CenterMaskHeads | None = None) -> dict[str, str]:
-    """centermask2 name -> our name (``backbone.<key>`` / ``heads.<key>``) for every tensor of the modules."""
+    """centermask2 name -> our name (``backbone.<key>`` / ``heads.<key>``) for every tensor of the modules
+    (BatchNorm counters aside: centermask2 trains with FrozenBN, which has none)."""
     from itersg.models.centermask import detectron2_head_key
 
-    mapping = {detectron2_backbone_key(name): f"backbone.{name}" for name in backbone.state_dict()}
+    mapping = {detectron2_backbone_key(name): f"backbone.{name}" for name in backbone.state_dict()
+               if not is_bn_counter(name)}
     if heads is not None:
-        mapping.update({detectron2_head_key(name): f"heads.{name}" for name in heads.state_dict()})
+        mapping.update({detectron2_head_key(name): f"heads.{name}" for name in heads.state_dict()
+                        if not is_bn_counter(name)})
     return mapping
 
 
 def to_detectron2_state_dict(backbone: VoVNetFPN, heads: CenterMaskHeads | None = None) -> dict[str, Tensor]:
     """Our tensors under centermask2's names (the inverse of ``load_detectron2_weights``)."""
     ours = _qualified_state_dict(backbone, heads)
-    return {d2: ours[name] for d2, name in detectron2_key_map(backbone, heads).items() if name in ours}
+    return {d2: ours[name] for d2, name in detectron2_key_map(backbone, heads).items()}
 
 
 def load_detectron2_weights(backbone: VoVNetFPN, path: str | Path, heads: CenterMaskHeads | None = None, *,
@@ -136,7 +139,7 @@ def load_detectron2_weights(backbone: VoVNetFPN, path: str | Path, heads: Center
     source = {k: v for k, v in read_state_dict(path).items() if not is_bn_counter(k)}
     if source and not any(_part(k) for k in source):
         source = {BOTTOM_UP + k: v for k, v in source.items()}
-    mapping = {d2: name for d2, name in detectron2_key_map(backbone, heads).items() if not is_bn_counter(name)}
+    mapping = detectron2_key_map(backbone, heads)
     ours = _qualified_state_dict(backbone, heads)
     present = {_part(k) for k in source}
     ignored = sorted(k for k in source if heads is None and _part(k) in HEAD_PARTS)
