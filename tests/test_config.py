@@ -75,6 +75,16 @@ def test_parse_assignments_nests_keys():
         parse_assignments(["novalue"])
 
 
+@pytest.mark.parametrize(("text", "value"), [("1e-4", 1e-4), ("-2E3", -2000.0), ("1.0e-4", 1e-4), ("12", 12),
+                                             ("[3e2, 1]", [300.0, 1]), ("1e", "1e"), ("e5", "e5")])
+def test_set_values_read_exponent_floats(text, value):
+    assert parse_assignments([f"train.lr={text}"])["train"]["lr"] == value
+
+
+def test_set_learning_rate_without_a_dot_is_a_number():
+    assert load_params(PARAMS, ["train.lr=3e-4"])["train"]["lr"] == pytest.approx(3e-4)
+
+
 def test_workflow_schema_is_the_package_schema():
     assert (ROOT / "workflow/schemas/params.schema.yaml").resolve() == (
         ROOT / "src/itersg/schemas/params.schema.yaml"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib.resources import files
@@ -24,6 +25,15 @@ from itersg.errors import UserError
 SECTIONS_WITH_DEMO_OVERRIDES = (
     "seed", "data", "synth", "detr_weights", "study", "variants", "model", "loss", "train", "evaluate",
 )
+
+
+
+class _ValueLoader(yaml.SafeLoader):
+    """PyYAML's loader, plus floats written without a dot (``1e-4``), as YAML 1.2 and Python read them."""
+
+
+_ValueLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
 
 
 @cache
@@ -128,7 +138,7 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = yaml.load(text, Loader=_ValueLoader)
     return override
 
 

@@ -80,8 +80,8 @@ def run_training(params: Mapping[str, Any], stage: str, out: str | Path, variant
 
     Returns 0 when ``model_final.pth`` is written (or was already there), ``EXIT_PREEMPTED`` when a
     stop signal or ``stop_at`` ended the run early with a checkpoint. The exit status of a run is
-    rank 0's: the other ranks return 0 after a clean stop, so that a launcher which ends the step at
-    the first non-zero exit (``srun --kill-on-bad-exit``) does not kill rank 0 while it shuts down.
+    rank 0's: the other ranks return 0 after a clean stop and every rank then ignores SIGTERM, so that
+    a launcher which ends the step at the first non-zero exit (``srun --kill-on-bad-exit``) reports 75.
     """
     launch = dist_utils.detect_launch()
     device = dist_utils.select_device(launch, params["train"]["gpus"], params["train"]["nodes"])
@@ -188,6 +188,8 @@ class TrainingRun:
                 self.log.say(f"stopped at iteration {done} ({reason}); rerun the same command to resume "
                              f"(exit status {EXIT_PREEMPTED})")
                 self.log.close()
+                if self.launch.distributed:
+                    stop_request.ignore_sigterm_after()
                 dist_utils.barrier()  # the other ranks leave only once rank 0 has written everything
                 return EXIT_PREEMPTED
         return 0

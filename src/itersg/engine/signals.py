@@ -22,6 +22,7 @@ class StopRequest:
         self.signals = signals
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, object] = {}
+        self._ignore_sigterm_after = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
@@ -33,6 +34,16 @@ class StopRequest:
     def requested(self) -> bool:
         return self.received is not None
 
+    def ignore_sigterm_after(self) -> None:
+        """On leaving the context, ignore SIGTERM for the rest of the process instead of restoring it.
+
+        For a rank that stopped with a checkpoint: ``srun --kill-on-bad-exit`` ends the whole step
+        when rank 0 exits with ``EXIT_PREEMPTED``, and a rank still shutting down would die of that
+        SIGTERM and make srun report 143 instead of 75. ``SIG_IGN`` (unlike a Python handler) stays in
+        force through interpreter shutdown.
+        """
+        self._ignore_sigterm_after = True
+
     def __enter__(self) -> StopRequest:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
@@ -40,5 +51,7 @@ class StopRequest:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
+            if sig == signal.SIGTERM and self._ignore_sigterm_after:
+                handler = signal.SIG_IGN
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
