@@ -27,7 +27,6 @@ SECTIONS_WITH_DEMO_OVERRIDES = (
 )
 
 
-
 class _ValueLoader(yaml.SafeLoader):
     """PyYAML's loader, plus floats written without a dot (``1e-4``), as YAML 1.2 and Python read them."""
 

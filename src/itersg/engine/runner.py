@@ -80,8 +80,9 @@ def run_training(params: Mapping[str, Any], stage: str, out: str | Path, variant
 
     Returns 0 when ``model_final.pth`` is written (or was already there), ``EXIT_PREEMPTED`` when a
     stop signal or ``stop_at`` ended the run early with a checkpoint. The exit status of a run is
-    rank 0's: the other ranks return 0 after a clean stop and every rank then ignores SIGTERM, so that
-    a launcher which ends the step at the first non-zero exit (``srun --kill-on-bad-exit``) reports 75.
+    rank 0's: in a multi-process run the other ranks return 0 after a clean stop and every rank then
+    ignores SIGTERM, so that a launcher which ends the step at the first non-zero exit
+    (``srun --kill-on-bad-exit``) reports 75.
     """
     launch = dist_utils.detect_launch()
     device = dist_utils.select_device(launch, params["train"]["gpus"], params["train"]["nodes"])
