@@ -23,7 +23,7 @@ import yaml
 from itersg.errors import UserError
 
 SECTIONS_WITH_DEMO_OVERRIDES = (
-    "seed", "data", "synth", "detr_weights", "study", "variants", "model", "loss", "train", "evaluate",
+    "seed", "data", "synth", "detr_weights", "study", "variants", "model", "loss", "train", "evaluate", "slurm",
 )
 
 

@@ -87,6 +87,27 @@ def metrics_file(params: Mapping[str, Any], variant: str, iteration: int | str) 
     return f"{eval_dir(params, variant, iteration)}/metrics.json"
 
 
+def log_file(params: Mapping[str, Any], rule: str, wildcard_part: str = "") -> str:
+    """The log of one Snakemake job: ``logs/<mode>/<rule>/<wildcards or 'all'>.log``."""
+    return f"logs/{params['mode']}/{rule}/{wildcard_part or 'all'}.log"
+
+
+def failed_metrics_dir(params: Mapping[str, Any]) -> str:
+    """Where a failed run of the workflow leaves a failed-status metrics file per missing evaluation."""
+    return str(results_dir(params) / "failed")
+
+
+def upstream_jobs(params: Mapping[str, Any], variant: str, iteration: int | str) -> list[tuple[str, str]]:
+    """(log, output) of every job one evaluation depends on, from the evaluation back to the data."""
+    jobs = [(log_file(params, "evaluate", f"{variant}_{iteration}"), metrics_file(params, variant, iteration)),
+            (log_file(params, "train", variant), final_weights(params, variant))]
+    if variant == "r101-detr" and params["detr_weights"]["source"] == "pretrain":
+        jobs += [(log_file(params, "replicate_decoder"), replicated_init(params)),
+                 (log_file(params, "pretrain_detr"), f"{detr_pretrain_dir(params)}/model_final.pth")]
+    return [*jobs, (log_file(params, "prepare"), prepare_summary(params)),
+            (log_file(params, "verify"), verified_flag(params))]
+
+
 def all_metrics(params: Mapping[str, Any]) -> list[str]:
     """Every metrics file of the study, variant-major."""
     return [

@@ -35,7 +35,8 @@ def _worker(rank: int, world_size: int, port: int, params: dict, out: str) -> No
     from itersg.engine.runner import TrainingRun
 
     launch = distributed.detect_launch()
-    device = distributed.select_device(launch, params["train"]["gpus"], params["train"]["nodes"])
+    device = distributed.select_device(launch, params["train"]["gpus"], params["train"]["nodes"],
+                                       params["train"]["device"])
     distributed.init_process_group(launch, device)
     try:
         run = TrainingRun(params, "train", Path(out), "r101-detr", launch, device)

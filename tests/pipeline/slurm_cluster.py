@@ -1,8 +1,21 @@
-"""A real one-node SLURM cluster on localhost for the pipeline tests (slurm-wlm + munge from Debian).
+"""A real SLURM cluster on localhost for the pipeline tests (slurm-wlm + munge from Debian).
 
 `LocalSlurm.start()` writes a slurm.conf into a private directory, starts munged (only if none is
-running), slurmctld and slurmd, and waits until the node is idle; `stop()` stops exactly the daemons it
-started. Commands find the cluster through the SLURM_CONF variable of `env()`.
+running), slurmctld and one slurmd per node, and waits until every node is idle; `stop()` stops exactly
+the daemons it started. Commands find the cluster through the SLURM_CONF variable of `env()`.
+
+Several nodes on one machine (``nodes=2``): each node is a slurmd of its own, started with
+``slurmd -N <name>``, with the name `node1`, `node2`, ... and its own port on 127.0.0.1 (``NodeAddr``),
+its own spool directory, pid and log file (``%n`` in slurm.conf). Debian's slurm-wlm 22.05 accepts this
+without the ``--enable-multiple-slurmd`` build. Separate loopback addresses (``NodeAddr=127.0.0.2`` and
+``127.0.0.3`` with ``CommunicationParameters=NoInAddrAny``) did not work: slurmd bound to the address
+its host name resolves to (127.0.0.1) and the controller never reached the nodes.
+
+GPUs without GPUs (``gpus_per_node=2``): ``Gres=gpu:2`` on each node, and a gres.conf whose ``File=``
+entries are character devices that the test creates (copies of /dev/null, so nothing can use them).
+slurmd 22.05 drops GPUs that have no ``File`` ("Removing file-less GPU") and so does
+``Flags=CountOnly``; plain files are accepted with an error in the log, the fallback where mknod is
+not permitted. Jobs then get GPUs scheduled and ``CUDA_VISIBLE_DEVICES`` set, as on a GPU cluster.
 
 With ``accounting=True`` the cluster also keeps job accounting as production clusters do: a private
 MariaDB server (its own data directory and port, no grant tables) behind slurmdbd, so `sacct` answers;
@@ -15,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -47,14 +61,18 @@ def accounting_available() -> bool:
 
 
 class LocalSlurm:
-    """One controller and one compute node (this machine) in ``workdir``."""
+    """One controller and ``nodes`` compute nodes (all on this machine) in ``workdir``."""
 
-    def __init__(self, workdir: Path, cpus: int = 8, memory_mb: int = 64000, accounting: bool = False) -> None:
+    def __init__(self, workdir: Path, cpus: int = 8, memory_mb: int = 64000, accounting: bool = False,
+                 nodes: int = 1, gpus_per_node: int = 0) -> None:
         self.workdir = Path(workdir)
         self.host = socket.gethostname()
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.accounting = accounting
+        self.gpus_per_node = gpus_per_node
+        # One node keeps the host's own name (slurmd finds it without -N).
+        self.node_names = [self.host] if nodes == 1 else [f"node{i + 1}" for i in range(nodes)]
         self.conf = self.workdir / "slurm.conf"
         self.dbd_port = _free_port()
         self._started: list[tuple[str, Path]] = []  # (name, pid file) of the daemons we started
@@ -66,9 +84,7 @@ class LocalSlurm:
 
     def _write_conf(self) -> None:
         state = self.workdir / "state"
-        spool = self.workdir / "spool"
-        for folder in (state, spool):
-            folder.mkdir(parents=True, exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True)
         # Declared CPUs/memory may exceed this machine: config_overrides lets slurmd accept them,
         # so rules that ask for 4 CPUs are scheduled on a 2-core test machine.
         self.conf.write_text(
@@ -77,14 +93,14 @@ SlurmctldHost={self.host}
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
 AuthType=auth/munge
 StateSaveLocation={state}
-SlurmdSpoolDir={spool}
+SlurmdSpoolDir={self.workdir}/spool-%n
 SlurmctldPidFile={self.workdir}/slurmctld.pid
-SlurmdPidFile={self.workdir}/slurmd.pid
+SlurmdPidFile={self.workdir}/slurmd-%n.pid
 SlurmctldLogFile={self.workdir}/slurmctld.log
-SlurmdLogFile={self.workdir}/slurmd.log
+SlurmdLogFile={self.workdir}/slurmd-%n.log
+{"GresTypes=gpu" if self.gpus_per_node else ""}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -101,10 +117,36 @@ KillWait=5
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
+{self._node_lines()}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
+        if self.gpus_per_node:
+            self._write_gres_conf()
+
+    def _node_lines(self) -> str:
+        gres = f" Gres=gpu:{self.gpus_per_node}" if self.gpus_per_node else ""
+        lines = []
+        for name in self.node_names:
+            address = "" if name == self.host else f" NodeAddr=127.0.0.1 NodeHostname={self.host}"
+            lines.append(f"NodeName={name}{address} Port={_free_port()} CPUs={self.cpus} "
+                         f"RealMemory={self.memory_mb}{gres} State=UNKNOWN")
+        return "\n".join(lines)
+
+    def _write_gres_conf(self) -> None:
+        """Count-only GPUs: device files that are copies of /dev/null (see the module docstring)."""
+        devices = self.workdir / "dev"
+        devices.mkdir(exist_ok=True)
+        for index in range(self.gpus_per_node):
+            device = devices / f"gpu{index}"
+            if not device.exists():
+                try:
+                    os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+                except PermissionError:
+                    device.touch()
+        last = self.gpus_per_node - 1
+        files = f"{devices}/gpu[0-{last}]" if last else f"{devices}/gpu0"
+        (self.workdir / "gres.conf").write_text(f"Name=gpu File={files}\n")
 
     def _accounting_conf(self) -> str:
         if not self.accounting:
@@ -178,18 +220,20 @@ StorageLoc=itersg_accounting
         env = self.env()
         subprocess.run(["/usr/sbin/slurmctld", "-i"], env=env, check=True)
         self._started.append(("slurmctld", self.workdir / "slurmctld.pid"))
-        subprocess.run(["/usr/sbin/slurmd"], env=env, check=True)
-        self._started.append(("slurmd", self.workdir / "slurmd.pid"))
+        for name in self.node_names:
+            subprocess.run(["/usr/sbin/slurmd", "-N", name], env=env, check=True)
+            self._started.append((f"slurmd {name}", self.workdir / f"slurmd-{name}.pid"))
         self._wait_idle(timeout)
 
     def _wait_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env(), capture_output=True, text=True)
-            if out.returncode == 0 and out.stdout.strip().rstrip("*") == "idle":
+            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env(), capture_output=True, text=True)
+            states = out.stdout.split()
+            if out.returncode == 0 and len(states) == len(self.node_names) and set(states) == {"idle"}:
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"SLURM node not idle after {timeout}s; see {self.workdir}/slurmd.log")
+        raise RuntimeError(f"SLURM nodes not idle after {timeout}s; see {self.workdir}/slurmd-*.log")
 
     def stop(self) -> None:
         if self._linked_default_conf:

@@ -1,6 +1,7 @@
 """The demo DAG through `snakemake --profile slurm` against a real SLURM controller on localhost."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -10,7 +11,7 @@ from pipeline_helpers import run, with_venv
 from slurm_cluster import LocalSlurm, accounting_available, slurm_available
 
 from itersg.config import load_params
-from itersg.pipeline import REPORT, all_metrics, train_dir
+from itersg.pipeline import REPORT, all_metrics, metrics_file, replicated_init, train_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]
@@ -89,3 +90,35 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(tiny_project, slurm):
     assert snakemake.returncode == 0, output
     log = (tiny_project / "logs" / "demo" / "train" / "vovnet39-centermask.log").read_text()
     assert "resum" in log.lower(), log
+
+
+def test_a_variant_that_fails_for_good_is_reported_as_failed(tiny_project, slurm):
+    """r101-detr's initial weights are unusable: its training fails on every attempt, vovnet39-centermask
+    goes on to its metrics, and the report still comes, with r101-detr failed and why."""
+    env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
+    params = load_params(tiny_project / "params.yaml")
+    init = tiny_project / replicated_init(params)
+    run(["snakemake", "--profile", "slurm", *FAST_POLLING, *SQUEUE_STATUS, str(init.relative_to(tiny_project))],
+        tiny_project, env=env)
+    init.write_bytes(b"not a checkpoint")
+    result = subprocess.run(["snakemake", "--profile", "slurm", *FAST_POLLING, *SQUEUE_STATUS, "--retries", "1"],
+                            cwd=tiny_project, env=with_venv(env), capture_output=True, text=True, timeout=1500)
+    assert result.returncode != 0  # the workflow did fail
+    assert "evaluation(s) failed; the report shows them" in result.stdout + result.stderr
+    train_jobs = list((tiny_project / "logs" / "slurm" / "rule_train" / "r101-detr").glob("*.log"))
+    assert len(train_jobs) == 2  # the first attempt and its retry
+    for iteration in params["study"]["eval_iterations"]:
+        metrics = json.loads((tiny_project / metrics_file(params, "vovnet39-centermask", iteration)).read_text())
+        assert metrics["status"] == "ok"
+        assert not (tiny_project / metrics_file(params, "r101-detr", iteration)).exists()
+    page = (tiny_project / REPORT).read_text()
+    # every table of the report shows each r101-detr evaluation as failed, with the training's error
+    failed_cells = re.findall(r'data-variant="([^"]+)" data-iteration="(\d+)" data-status="failed">failed: '
+                              r"<code>([^<]*)<", page)
+    assert {(variant, int(iteration)) for variant, iteration, _ in failed_cells} == {
+        ("r101-detr", iteration) for iteration in params["study"]["eval_iterations"]}, page[:2000]
+    assert all(reason.startswith("train failed: itersg: error:") and "r101-detr_init.pth" in reason
+               for _, _, reason in failed_cells), failed_cells
+    assert page.count('data-status="failed"') == len(failed_cells)
+    for iteration in params["study"]["eval_iterations"]:  # the other variant's results are in the report
+        assert f'data-variant="vovnet39-centermask" data-iteration="{iteration}" data-metric="R@50"' in page

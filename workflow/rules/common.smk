@@ -2,6 +2,7 @@
 import os
 
 import itersg.pipeline as paths
+import itersg.slurm as slurm
 from itersg.config import resolve_params
 from snakemake.utils import validate
 
@@ -19,7 +20,7 @@ wildcard_constraints:
 
 
 def log_path(rule_name, wildcard_part=""):
-    return f"logs/{MODE}/{rule_name}/{wildcard_part or 'all'}.log"
+    return paths.log_file(P, rule_name, wildcard_part)
 
 
 def benchmark_path(rule_name, wildcard_part=""):
@@ -39,23 +40,19 @@ def init_arg(wildcards, input):
     return f"--init {input.init}" if input.init else ""
 
 
-def train_launcher(gpus, nodes):
-    """Command prefix that starts one process per GPU inside the job's allocation."""
-    if nodes > 1:
-        return "srun --kill-on-bad-exit=1"
-    if gpus > 1:
-        return f"torchrun --standalone --nproc-per-node {gpus} --no-python"
-    return ""
+# Training jobs: one process per GPU on each node, started by `itersg launch`; their SLURM request
+# (nodes, tasks per node, GPUs per node, CPUs per process, memory, time-limit warning, runtime per
+# attempt) comes from itersg.slurm.
+LAUNCH = f"itersg launch {slurm.launcher_args(P)} --"
+TRAINING_RESOURCES = slurm.training_resources(P)
 
 
-# CPU threads of a training or evaluation job. With GPUs: data loading and the host side of 4 GPUs' work.
-# Without (the demo): one, so that Snakemake runs one job per core; small models use a core better in
-# their own process than as a second thread of another job (docs/benchmarks.md).
-JOB_THREADS = 4 if P["train"]["gpus"] else 1
+def runtime_of(stage):
+    """Minutes per attempt: retries ask for more (the job resumes its checkpoint)."""
+    return lambda wildcards, attempt: slurm.training_runtime(P, stage, attempt)
 
 
-def train_runtime(wildcards, attempt):
-    """Minutes per attempt: retries after a timeout get longer (the job resumes its checkpoint)."""
-    hours_per_10k = 3 if P["train"]["gpus"] else 1
-    base = max(30, 60 * hours_per_10k * P["train"]["iterations"] // 10_000)
-    return min(base * attempt, 3 * 24 * 60)
+# CPU threads of each training or evaluation process (Snakemake sets OMP_NUM_THREADS to it). The demo
+# uses one, so that Snakemake runs one job per core; small models use a core better in their own process
+# than as a second thread of another job (docs/benchmarks.md).
+JOB_THREADS = P["slurm"]["cpus_per_rank"]

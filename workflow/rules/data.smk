@@ -23,6 +23,10 @@ if MODE == "demo":
 
 else:
 
+    # Downloads run where the workflow runs: compute nodes often have no internet.
+    localrules:
+        fetch_vg,
+
     rule fetch_vg:
         output:
             **paths.vg_files(P),

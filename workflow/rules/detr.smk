@@ -3,6 +3,9 @@
 
 if P["detr_weights"]["source"] == "released":
 
+    localrules:
+        fetch_detr,
+
     rule fetch_detr:
         output:
             weights=paths.released_detr(P),
@@ -23,9 +26,9 @@ else:
         output:
             weights=f"{paths.detr_pretrain_dir(P)}/model_final.pth",
         params:
+            launch=LAUNCH,
             itersg_args=ITERSG_ARGS,
             out=lambda wildcards, output: os.path.dirname(output.weights),
-            launcher=train_launcher(P["train"]["gpus"], P["train"]["nodes"]),
         # first: the r101-detr training waits for it (the longest path through the DAG)
         priority: 10
         log:
@@ -34,15 +37,12 @@ else:
             benchmark_path("pretrain_detr")
         threads: JOB_THREADS
         resources:
-            gpu=P["train"]["gpus"],
-            nodes=P["train"]["nodes"],
-            runtime=train_runtime,
-            slurm_extra="'--signal=USR1@120'",
-            mem_mb=lambda wildcards, attempt: 16000 * attempt,
+            **TRAINING_RESOURCES,
+            runtime=runtime_of("pretrain_detr"),
         conda:
             "../envs/itersg.yaml"
         shell:
-            "{params.launcher} itersg pretrain-detr --out {params.out} {params.itersg_args} > {log} 2>&1"
+            "{params.launch} itersg pretrain-detr --out {params.out} {params.itersg_args} > {log} 2>&1"
 
     rule replicate_decoder:
         input:

@@ -18,6 +18,7 @@ rule evaluate:
     threads: JOB_THREADS
     resources:
         gpu=1 if P["train"]["gpus"] else 0,
+        gpu_model=slurm.gpu_model(),
         runtime=lambda wildcards, attempt: 120 * attempt,
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
     conda:

@@ -1,8 +1,20 @@
-# The HTML report: every metrics file beside the published table.
+# The HTML report: every metrics file beside the published table. If the workflow fails (a variant
+# failed for good, after its retries), the report is still written, with the failed evaluations shown as
+# failed and the reason (itersg.report.failures).
 
 
 localrules:
     report,
+
+
+REPORT_OPTIONS = " ".join(
+    [
+        "--curves",
+        *(f"{variant}={paths.curves_dir(P, variant)}" for variant in P["study"]["variants"]),
+        f"--benchmarks benchmarks/{MODE}",
+        ITERSG_ARGS,
+    ]
+)
 
 
 rule report:
@@ -12,15 +24,27 @@ rule report:
     output:
         html=paths.REPORT,
     params:
-        itersg_args=ITERSG_ARGS,
-        curves=[
-            f"{variant}={paths.curves_dir(P, variant)}" for variant in P["study"]["variants"]
-        ],
-        benchmarks=f"benchmarks/{MODE}",
+        options=REPORT_OPTIONS,
     log:
         log_path("report"),
     conda:
         "../envs/itersg.yaml"
     shell:
-        "itersg report --metrics {input.metrics} --prepare {input.summary} --curves {params.curves}"
-        " --benchmarks {params.benchmarks} {params.itersg_args} --out {output.html} > {log} 2>&1"
+        "itersg report --metrics {input.metrics} --prepare {input.summary} {params.options}"
+        " --out {output.html} > {log} 2>&1"
+
+
+onerror:
+    from itersg.report.failures import write_failure_metrics
+
+    failed = write_failure_metrics(P)
+    if failed:
+        done = [path for path in paths.all_metrics(P) if os.path.exists(path)]
+        summary = paths.prepare_summary(P)
+        prepare = f"--prepare {summary}" if os.path.exists(summary) else ""
+        os.makedirs(os.path.dirname(log_path("report")), exist_ok=True)
+        shell(
+            f"itersg report --metrics {' '.join(map(str, done + failed))} {prepare} {REPORT_OPTIONS}"
+            f" --out {paths.REPORT} > {log_path('report')} 2>&1"
+            f" && echo 'itersg: {len(failed)} evaluation(s) failed; the report shows them: {paths.REPORT}'"
+        )

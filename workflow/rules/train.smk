@@ -9,10 +9,10 @@ rule train:
     output:
         weights=paths.final_weights(P, "{variant}"),
     params:
+        launch=LAUNCH,
         itersg_args=ITERSG_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.weights),
         init=init_arg,
-        launcher=train_launcher(P["train"]["gpus"], P["train"]["nodes"]),
         # Listed so that a change of this variant's settings reruns only this variant.
         settings=lambda wildcards: P["variants"][wildcards.variant],
     log:
@@ -20,16 +20,13 @@ rule train:
     benchmark:
         benchmark_path("train", "{variant}")
     threads: JOB_THREADS
+    # SLURM warns the ranks slurm.time_limit_warning_seconds before the time limit: they checkpoint and
+    # exit 75, and the profile's retries resubmit the job, which resumes.
     resources:
-        gpu=P["train"]["gpus"],
-        nodes=P["train"]["nodes"],
-        tasks=max(1, P["train"]["gpus"]) * P["train"]["nodes"] if P["train"]["nodes"] > 1 else 1,
-        runtime=train_runtime,
-        # SLURM warns 2 minutes before the time limit: the job checkpoints and exits 75, a retry resumes.
-        slurm_extra="'--signal=USR1@120'",
-        mem_mb=lambda wildcards, attempt: 32000 * attempt if P["train"]["gpus"] else 4000 * attempt,
+        **TRAINING_RESOURCES,
+        runtime=runtime_of("train"),
     conda:
         "../envs/itersg.yaml"
     shell:
-        "{params.launcher} itersg train --variant {wildcards.variant} --out {params.out} {params.init}"
+        "{params.launch} itersg train --variant {wildcards.variant} --out {params.out} {params.init}"
         " {params.itersg_args} > {log} 2>&1"

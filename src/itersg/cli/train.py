@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 EPILOG = (
-    "Launch one process per GPU: `torchrun --standalone --nproc-per-node N --no-python itersg train ...` on "
+    "Launch one process per GPU: `itersg launch --ranks-per-node N -- itersg train ...` (srun in a SLURM job, "
+    "torchrun on one node), `torchrun --standalone --nproc-per-node N --no-python itersg train ...` on "
     "one node, `srun itersg train ...` (one task per GPU, any number of nodes) or torchrun with a c10d "
     "rendezvous on several nodes. Exit status: 0 done, 75 stopped early with a checkpoint (SIGTERM/SIGUSR1 or "
     "--stop-at; rerun the same command to resume), 2 user error."
@@ -33,6 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="variant whose backbone the DETR uses (default r101-detr)")
     _add_common(p)
     p.set_defaults(handler=_run_pretrain)
+
+    p = subparsers.add_parser(
+        "launch", help="run a training command once per rank (srun in a SLURM job, torchrun on one node)",
+        description="Start COMMAND as NODES x RANKS_PER_NODE processes: with srun inside a SLURM allocation "
+                    "(outside a job step), else with torchrun --standalone for several ranks on this node, "
+                    "else directly. The workflow's training rules start every training this way.",
+        usage="itersg launch [-h] [--nodes N] [--ranks-per-node R] [--cpus-per-rank C] -- COMMAND ...")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    p.add_argument("--ranks-per-node", type=int, default=1, help="processes per node, one per GPU (default 1)")
+    p.add_argument("--cpus-per-rank", type=int, default=1, help="CPUs of each process under srun (default 1)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after `--`")
+    p.set_defaults(handler=_run_launch)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -58,3 +71,11 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     params = load_params(args.params, args.assignments)
     return run_training(params, "pretrain_detr", args.out, variant=args.variant, stop_at=args.stop_at)
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    from itersg.engine.launch import exec_launch
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    exec_launch(command, args.nodes, args.ranks_per_node, args.cpus_per_rank)
+    return 0  # not reached: exec_launch replaces this process

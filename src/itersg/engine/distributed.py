@@ -7,7 +7,7 @@ Which launcher started us is read from the environment:
 * srun: ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS`` (only set inside a job step, so a batch script
   that was not started with srun runs as one process), ``SLURM_LOCALID``,
   ``SLURM_STEP_TASKS_PER_NODE``, ``SLURM_NODEID``, ``SLURM_STEP_NODELIST`` / ``SLURM_NODELIST``
-  (``MASTER_ADDR`` = first host, via ``scontrol show hostnames``) and ``SLURM_JOB_ID``
+  (``MASTER_ADDR`` = the first host's ``NodeAddr``, via ``scontrol``) and ``SLURM_JOB_ID``
   (``MASTER_PORT`` = 15000 + job id mod 20000); ``MASTER_ADDR``/``MASTER_PORT`` win when set.
 * neither: a single process.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def detect_launch(environ: Mapping[str, str] | None = None) -> Launch:
         return Launch(
             rank=int(env["SLURM_PROCID"]), world_size=world, local_rank=int(env.get("SLURM_LOCALID", 0)),
             local_world_size=per_node[min(node, len(per_node) - 1)], launcher="slurm",
-            master_addr=env.get("MASTER_ADDR") or first_host(nodelist),
+            master_addr=env.get("MASTER_ADDR") or node_address(first_host(nodelist)),
             master_port=int(env.get("MASTER_PORT") or 15000 + int(env.get("SLURM_JOB_ID", 0)) % 20000),
         )
     return Launch()
@@ -100,33 +101,55 @@ def first_host(nodelist: str) -> str:
     return match.group(1) + (match.group(2) or "")
 
 
-def select_device(launch: Launch, gpus_per_node: int, nodes: int) -> torch.device:
-    """The device of this process; fail at once when the GPUs do not match ``train.gpus`` x nodes.
+def node_address(node: str) -> str:
+    """The address SLURM reaches ``node`` at (its ``NodeAddr``), which need not be the node's name."""
+    try:
+        out = subprocess.run(["scontrol", "show", "node", "--oneliner", node], capture_output=True, text=True,
+                             timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return node
+    match = re.search(r"\bNodeAddr=(\S+)", out.stdout)
+    return match.group(1) if match else node
 
-    ``gpus_per_node`` 0 means CPU training (any number of gloo processes). Otherwise one process
-    per GPU is required, and each process takes GPU ``local_rank`` (or GPU 0 when SLURM binds
-    one GPU per task).
+
+def select_device(launch: Launch, gpus_per_node: int, nodes: int, device: str = "auto") -> torch.device:
+    """The device of this process; fail at once when the processes or GPUs do not match the params.
+
+    ``device`` is ``train.device``: ``auto`` computes on CUDA when ``gpus_per_node`` > 0, else on the
+    CPU; ``cpu`` computes on the CPU with one gloo process per requested GPU; ``cuda`` insists on GPUs.
+    With GPUs, one process per GPU is required, and each process takes GPU ``local_rank`` (or GPU 0
+    when SLURM binds one GPU per task).
     """
-    if gpus_per_node == 0:
+    expected = max(1, gpus_per_node) * nodes
+    if gpus_per_node and launch.world_size != expected:
+        raise UserError(f"train.gpus={gpus_per_node} x train.nodes={nodes} asks for {expected} processes "
+                        f"(one per GPU) but {launch.world_size} were started (launcher: {launch.launcher}); "
+                        f"start with `itersg launch --nodes {nodes} --ranks-per-node {gpus_per_node} -- itersg "
+                        "train ...` (srun or torchrun), or change train.gpus")
+    if device == "cpu" or (device == "auto" and gpus_per_node == 0):
         return torch.device("cpu")
+    if gpus_per_node == 0:
+        raise UserError("train.device=cuda but train.gpus=0; set train.gpus to the GPUs per node")
     count = torch.cuda.device_count()
     names = visible_gpus()
     if count == 0:
         raise UserError(f"train.gpus={gpus_per_node} but no GPU is visible to this process "
                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run on a "
-                        "GPU node or set train.gpus=0 for CPU training")
-    expected = gpus_per_node * nodes
-    if launch.world_size != expected:
-        raise UserError(f"train.gpus={gpus_per_node} x train.nodes={nodes} asks for {expected} processes "
-                        f"(one per GPU) but {launch.world_size} were started (launcher: {launch.launcher}); "
-                        f"start with `torchrun --standalone --nproc-per-node {gpus_per_node} ...` or `srun`, "
-                        "or change train.gpus")
+                        "GPU node, or set train.gpus=0 (or train.device=cpu) for CPU training")
     if count >= launch.local_world_size and count >= gpus_per_node:
         return torch.device("cuda", launch.local_rank)
     if count == 1 and launch.local_world_size > 1:  # srun --gpus-per-task=1: each task sees its own GPU
         return torch.device("cuda", 0)
     raise UserError(f"train.gpus={gpus_per_node} but only {count} GPU(s) are visible on this node: {names}; "
                     "request more GPUs for the job or lower train.gpus")
+
+
+def rank_info(launch: Launch, device: torch.device) -> dict[str, Any]:
+    """Where this process runs, for the run's log: rank, local rank, world size, node, rendezvous, device."""
+    return {"rank": launch.rank, "local_rank": launch.local_rank, "world_size": launch.world_size,
+            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            "master_addr": launch.master_addr, "master_port": launch.master_port, "device": str(device),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def visible_gpus() -> list[str]:

@@ -4,7 +4,8 @@ On-disk layout of ``OUT`` (only rank 0 writes):
 
 * ``config_resolved.yaml``: the resolved params of the run (loadable with ``--params``).
 * ``log.jsonl``: the JSON-lines log (``logs.py``); ``dvclive/``: training curves.
-* ``checkpoints/model_{iteration:07d}.pth``: full training states (model, optimizer, scheduler,
+* ``checkpoints/model_{iteration:07d}.pth`` (every ``train.checkpoint_every`` iterations and every
+  ``train.checkpoint_minutes``): full training states (model, optimizer, scheduler,
   scaler, iteration, data position, every rank's RNG states and partial loss averages, params and
   their fingerprint); the newest ``train.keep_last`` are kept, plus those at
   ``study.eval_iterations`` (train only), which the evaluation reads.
@@ -85,7 +86,8 @@ def run_training(params: Mapping[str, Any], stage: str, out: str | Path, variant
     (``srun --kill-on-bad-exit``) reports 75.
     """
     launch = dist_utils.detect_launch()
-    device = dist_utils.select_device(launch, params["train"]["gpus"], params["train"]["nodes"])
+    train = params["train"]
+    device = dist_utils.select_device(launch, train["gpus"], train["nodes"], train["device"])
     dist_utils.init_process_group(launch, device)
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
@@ -122,23 +124,24 @@ class TrainingRun:
             return 0
         if self.device.type == "cpu":  # bit-exact resume on CPU; GPU kernels stay fast (and not bit-exact)
             torch.use_deterministic_algorithms(True)
-        self._build()
-        resumed = self._resume()
-        if resumed is None:
-            seed_everything(int(self.params["seed"]) + self.launch.rank)
-            if init is not None:
-                self._load_init(Path(init))
-        start = resumed if resumed is not None else 0
-        self.log = TrainingLog(self.out, self.launch.is_main, resumed)
-        try:
-            self._announce(start, resumed is not None, init)
-            with StopRequest() as stop_request:
+        # From here a stop signal (even one during start-up) only ends the run at an iteration boundary.
+        with StopRequest() as stop_request:
+            self._build()
+            resumed = self._resume()
+            if resumed is None:
+                seed_everything(int(self.params["seed"]) + self.launch.rank)
+                if init is not None:
+                    self._load_init(Path(init))
+            start = resumed if resumed is not None else 0
+            self.log = TrainingLog(self.out, self.launch.is_main, resumed)
+            try:
+                self._announce(start, resumed is not None, init)
                 status = self._loop(start, stop_request, stop_at)
-            if status == 0:
-                self._write_final()
-            return status
-        finally:
-            self.log.close()
+                if status == 0:
+                    self._write_final()
+                return status
+            finally:
+                self.log.close()
 
     def _build(self) -> None:
         """Task (model, loss, data), optimizer, schedule and precision; identical weights on every rank."""
@@ -160,6 +163,9 @@ class TrainingRun:
         batches = iter(self._train_loader(start))
         means = self.means
         tick, tick_iteration = time.monotonic(), start
+        # A checkpoint on a wall-clock timer too: a job killed without warning loses at most this much.
+        checkpoint_seconds = 60 * self.train_cfg["checkpoint_minutes"]
+        last_checkpoint = time.monotonic()
         for iteration in range(start, iterations):
             images, targets = next(batches)
             images, targets = move_to(images, self.device), move_to(targets, self.device)
@@ -167,8 +173,10 @@ class TrainingRun:
             stats = train_step(ddp, self.criterion, self.optimizer, self.scheduler, self.precision, images,
                                targets, self.train_cfg["clip_max_norm"])
             done = iteration + 1
-            stop, diverged = dist_utils.any_rank(
-                [stop_request.requested or stop_at == done, not math.isfinite(float(stats["loss"]))], self.device)
+            timer_due = 0 < checkpoint_seconds <= time.monotonic() - last_checkpoint
+            stop, diverged, timer_due = dist_utils.any_rank(
+                [stop_request.requested or stop_at == done, not math.isfinite(float(stats["loss"])), timer_due],
+                self.device)
             if diverged:
                 raise TrainingDiverged(f"the training loss is not finite at iteration {done}; "
                                        + self._divergence_hint())
@@ -179,9 +187,10 @@ class TrainingRun:
                 tick, tick_iteration = time.monotonic(), done
             if done % self.train_cfg["val_every"] == 0:
                 self._validate(done)
-            if stop or done % self.train_cfg["checkpoint_every"] == 0 or done in self.task.keep_iterations \
-                    or done == iterations:
+            if stop or timer_due or done % self.train_cfg["checkpoint_every"] == 0 \
+                    or done in self.task.keep_iterations or done == iterations:
                 self._save_checkpoint(done, means)
+                last_checkpoint = time.monotonic()
             if stop and done < iterations:
                 reason = (stop_request.received.name if stop_request.received
                           else f"stop_at={stop_at}" if stop_at == done else "signal on another rank")
@@ -201,7 +210,9 @@ class TrainingRun:
         if not self.launch.distributed:
             return self.model
         device_ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=device_ids)
+        # The VoVNet-FPN DETR variants compute FPN levels that the transformer does not read (their
+        # weights count in the published parameter totals); DDP must not wait for their gradients.
+        return DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
 
     def _train_loader(self, start_iteration: int) -> DataLoader:
         sampler = TrainingBatchSampler(len(self.task.train_set), self.task.global_batch, self.launch.rank,
@@ -245,6 +256,7 @@ class TrainingRun:
                 f"{self.checkpoints}")
 
     def _announce(self, start: int, resumed: bool, init: str | Path | None) -> None:
+        ranks = dist_utils.all_gather_objects(dist_utils.rank_info(self.launch, self.device))
         if not self.launch.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +273,8 @@ class TrainingRun:
             "global_batch": self.task.global_batch, "iterations": self.task.iterations,
             "lr_drop_iteration": lr_drop_iteration(self.task.iterations,
                                                    self.train_cfg["lr_drop_fraction"]),
-            "precision": self.precision.name, "train_images": len(self.task.train_set), **software(),
+            "precision": self.precision.name, "train_images": len(self.task.train_set), "ranks": ranks,
+            **software(),
         }
         self.log.record("start", start, info)
         self.log.say(f"{self.stage} {self.variant or ''}: {'resuming at' if resumed else 'starting at'} "

@@ -1,0 +1,60 @@
+"""Failed-status metrics files for the evaluations a failed workflow run did not produce.
+
+When a job fails for good (after its retries), Snakemake runs nothing that depends on it, so the
+report rule would never run. The workflow's ``onerror`` handler instead writes, for every metrics file
+of the study that is missing, a metrics file with ``status: failed`` and the reason (the last error
+line of the failed job's log), and renders the report from those and the metrics that exist: the
+failed variants are shown as failed, the others with their results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from itersg import pipeline
+
+# Lines that say what went wrong, best first: the CLI's own one-line errors, then exceptions and
+# SLURM's messages (srun's "task N: Exited with exit code" lines say only that something failed).
+ERROR_MARKERS = (("itersg: error:",), ("Error", "Killed", "CANCELLED", "DUE TO TIME LIMIT", "error:"))
+
+
+def failure_reason(params: Mapping[str, Any], variant: str, iteration: int, root: Path) -> str:
+    """Why ``variant`` has no metrics at ``iteration``: the failed job nearest to it and its log's error."""
+    for log, output in pipeline.upstream_jobs(params, variant, iteration):
+        log_path = root / log
+        if (root / output).exists() or not log_path.is_file():
+            continue  # done, or never started
+        return f"{Path(log).parent.name} failed: {last_error_line(log_path)} (log: {log})"
+    return "not run: a job it depends on failed (see the Snakemake log)"
+
+
+def last_error_line(log: Path) -> str:
+    """The last line of ``log`` that says what went wrong (``ERROR_MARKERS``), else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for markers in ERROR_MARKERS:
+        for line in reversed(lines):
+            if any(marker in line for marker in markers) and not line.startswith("srun:"):
+                return line[:300]
+    return lines[-1][:300] if lines else "the log is empty"
+
+
+def write_failure_metrics(params: Mapping[str, Any], root: Path = Path()) -> list[Path]:
+    """Write a failed-status metrics file for every missing evaluation; return them (may be empty)."""
+    out_dir = root / pipeline.failed_metrics_dir(params)
+    written = []
+    for variant in params["study"]["variants"]:
+        for iteration in params["study"]["eval_iterations"]:
+            if (root / pipeline.metrics_file(params, variant, iteration)).exists():
+                continue
+            record = {"variant": variant, "iteration": int(iteration), "status": "failed",
+                      "error": failure_reason(params, variant, iteration, root)}
+            path = out_dir / f"{variant}_{iteration}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".tmp-{path.name}")
+            temp.write_text(json.dumps(record, indent=1) + "\n")
+            temp.replace(path)
+            written.append(path)
+    return written
