@@ -105,3 +105,13 @@ def test_outputs_of_other_params_are_set_aside(tiny_params, tmp_path):
     assert (aside[0] / "checkpoints" / "model_0000002.pth").exists()
     assert load_checkpoint(aside[0] / "model_final.pth")["params"]["train"]["lr"] == first["train"]["lr"]
     assert load_checkpoint(tmp_path / "model_final.pth")["params"]["train"]["lr"] == 0.002
+
+
+@pytest.mark.parametrize(("minutes", "expected"), [(0, [5]), (1e-6, [1, 2, 3, 4, 5])])
+def test_checkpoints_on_a_wall_clock_timer(tiny_params, tmp_path, minutes, expected):
+    """checkpoint_every=100 never comes due; a timer shorter than one iteration checkpoints every iteration."""
+    params = tiny_params("train.iterations=5", "study.eval_iterations=[5]", "train.checkpoint_every=100",
+                         f"train.checkpoint_minutes={minutes}")
+    assert run_training(params, "train", tmp_path, variant="r101-detr") == 0
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["event"] == "checkpoint"] == expected

@@ -1,0 +1,50 @@
+"""Failed-status metrics for the evaluations a failed workflow run left missing, with the failed job's error."""
+
+import json
+from pathlib import Path
+
+from itersg import pipeline
+from itersg.config import load_params
+from itersg.report.failures import write_failure_metrics
+from itersg.report.inputs import load_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _touch(root: Path, path: str, text: str = "") -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+
+
+def test_each_missing_evaluation_names_the_failed_job_nearest_to_it(tmp_path):
+    params = load_params(ROOT / "params.yaml", ["mode=demo"])
+    r101, vov, centermask = params["study"]["variants"]
+    first, last = params["study"]["eval_iterations"]
+    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params),
+                 pipeline.replicated_init(params), pipeline.final_weights(params, vov),
+                 pipeline.metrics_file(params, vov, first), pipeline.metrics_file(params, centermask, first),
+                 pipeline.metrics_file(params, centermask, last)):
+        _touch(tmp_path, path, "{}")
+    _touch(tmp_path, pipeline.log_file(params, "train", r101),
+           "itersg launch: srun ...\nitersg: error: out of memory; lower train.batch_size\n"
+           "srun: error: node1: task 0: Exited with exit code 2\n")
+    _touch(tmp_path, pipeline.log_file(params, "evaluate", f"{vov}_{last}"),
+           "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access\n")
+
+    written = write_failure_metrics(params, tmp_path)
+
+    records = {(r["variant"], r["iteration"]): r for r in (json.loads(p.read_text()) for p in written)}
+    assert set(records) == {(r101, first), (r101, last), (vov, last)}
+    assert records[(r101, first)]["error"] == ("train failed: itersg: error: out of memory; lower train.batch_size "
+                                               f"(log: {pipeline.log_file(params, 'train', r101)})")
+    assert records[(vov, last)]["error"].startswith("evaluate failed: RuntimeError: CUDA error")
+    # the report reads them as failed evaluations
+    selection = load_metrics([str(p) for p in written])
+    assert {m.status for m in selection.files} == {"failed"}
+
+
+def test_an_evaluation_whose_jobs_never_started(tmp_path):
+    params = load_params(ROOT / "params.yaml", ["mode=demo"])
+    written = write_failure_metrics(params, tmp_path)
+    assert len(written) == len(params["study"]["variants"]) * len(params["study"]["eval_iterations"])
+    assert json.loads(written[0].read_text())["error"].startswith("not run: a job it depends on failed")
