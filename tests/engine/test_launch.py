@@ -50,3 +50,10 @@ def test_cpu_training_accepts_any_process_count():
 def test_gpu_job_without_gpu_fails_at_once():
     with pytest.raises(UserError, match=r"train\.gpus=4 but no GPU is visible"):
         select_device(Launch(), gpus_per_node=4, nodes=1)
+
+
+def test_cpu_device_with_gpus_requested_needs_one_process_per_gpu():
+    two_nodes = Launch(rank=3, world_size=4, local_rank=1, local_world_size=2, launcher="slurm")
+    assert select_device(two_nodes, gpus_per_node=2, nodes=2, device="cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match=r"asks for 4 processes \(one per GPU\) but 2 were started"):
+        select_device(Launch(world_size=2), gpus_per_node=2, nodes=2, device="cpu")

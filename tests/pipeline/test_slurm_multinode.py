@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from pipeline_helpers import run, with_venv
-from slurm_cluster import LocalSlurm, slurm_available
+from slurm_cluster import DEFAULT_CONF, LocalSlurm, slurm_available
 
 from itersg.config import load_params
 from itersg.pipeline import final_weights, train_dir
@@ -36,11 +36,15 @@ FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "2", "--slurm-statu
 @pytest.fixture
 def two_nodes(tmp_path):
     cluster = LocalSlurm(tmp_path / "slurm", cpus=4, nodes=2, gpus_per_node=2)
+    linked_before = DEFAULT_CONF.is_symlink()
     try:
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
+        cluster.stop()  # raises if a daemon it started is still running
+    assert DEFAULT_CONF.is_symlink() == linked_before  # nothing of ours left in /etc/slurm
+    for daemon in ("slurmctld", "slurmd"):
+        assert subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode == 1, daemon
 
 
 def _configure(project: Path, settings: dict) -> dict:

@@ -120,13 +120,8 @@ def select_device(launch: Launch, gpus_per_node: int, nodes: int, device: str = 
     With GPUs, one process per GPU is required, and each process takes GPU ``local_rank`` (or GPU 0
     when SLURM binds one GPU per task).
     """
-    expected = max(1, gpus_per_node) * nodes
-    if gpus_per_node and launch.world_size != expected:
-        raise UserError(f"train.gpus={gpus_per_node} x train.nodes={nodes} asks for {expected} processes "
-                        f"(one per GPU) but {launch.world_size} were started (launcher: {launch.launcher}); "
-                        f"start with `itersg launch --nodes {nodes} --ranks-per-node {gpus_per_node} -- itersg "
-                        "train ...` (srun or torchrun), or change train.gpus")
     if device == "cpu" or (device == "auto" and gpus_per_node == 0):
+        _check_world_size(launch, gpus_per_node, nodes)
         return torch.device("cpu")
     if gpus_per_node == 0:
         raise UserError("train.device=cuda but train.gpus=0; set train.gpus to the GPUs per node")
@@ -136,12 +131,23 @@ def select_device(launch: Launch, gpus_per_node: int, nodes: int, device: str = 
         raise UserError(f"train.gpus={gpus_per_node} but no GPU is visible to this process "
                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run on a "
                         "GPU node, or set train.gpus=0 (or train.device=cpu) for CPU training")
+    _check_world_size(launch, gpus_per_node, nodes)
     if count >= launch.local_world_size and count >= gpus_per_node:
         return torch.device("cuda", launch.local_rank)
     if count == 1 and launch.local_world_size > 1:  # srun --gpus-per-task=1: each task sees its own GPU
         return torch.device("cuda", 0)
     raise UserError(f"train.gpus={gpus_per_node} but only {count} GPU(s) are visible on this node: {names}; "
                     "request more GPUs for the job or lower train.gpus")
+
+
+def _check_world_size(launch: Launch, gpus_per_node: int, nodes: int) -> None:
+    """One process per requested GPU (any number of processes when ``train.gpus`` is 0)."""
+    expected = gpus_per_node * nodes
+    if gpus_per_node and launch.world_size != expected:
+        raise UserError(f"train.gpus={gpus_per_node} x train.nodes={nodes} asks for {expected} processes "
+                        f"(one per GPU) but {launch.world_size} were started (launcher: {launch.launcher}); "
+                        f"start with `itersg launch --nodes {nodes} --ranks-per-node {gpus_per_node} -- itersg "
+                        "train ...` (srun or torchrun), or change train.gpus")
 
 
 def rank_info(launch: Launch, device: torch.device) -> dict[str, Any]:
