@@ -51,6 +51,32 @@ def _resolve_ref(schema: dict, root: dict) -> dict:
     return schema
 
 
+def stage_keys(stage: str) -> list[str]:
+    """The params keys (dotted; sections without sub-keys by name) whose ``x-stages`` name ``stage`` or ``all``.
+
+    The one walk over the schema that decides which keys a stage depends on: the fingerprint of a training
+    run and the params of each DVC stage both come from it. ``demo`` and ``variants`` are not listed (the
+    demo overrides the keys listed here; a variant's settings belong to that variant's stages only).
+    """
+    schema = params_schema()
+
+    def wanted(spec: dict) -> bool:
+        stages = _resolve_ref(spec, schema).get("x-stages", [])
+        return stage in stages or "all" in stages
+
+    keys = []
+    for section, spec in schema["properties"].items():
+        spec = _resolve_ref(spec, schema)
+        if section in ("demo", "variants"):
+            continue
+        if "properties" not in spec:
+            if wanted(spec):
+                keys.append(section)
+            continue
+        keys += [f"{section}.{key}" for key, sub in spec["properties"].items() if wanted(sub)]
+    return keys
+
+
 def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
     """Return ``value`` with the schema's defaults filled in for missing object keys."""
     schema = _resolve_ref(schema, root)

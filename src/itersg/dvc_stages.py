@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from itersg.config import params_schema
+from itersg.config import stage_keys
 from itersg.errors import UserError
 
 # Code each rule runs: a change here reruns the rule's stages under DVC.
@@ -94,34 +94,11 @@ def _parse_dry_run(text: str) -> Iterator[Job]:
 
 def _schema_keys(stage: str, params: Mapping[str, Any]) -> list[str]:
     """params keys (dotted) whose x-stages name ``stage`` or `all`, plus their demo overrides."""
-    schema = params_schema()
-    keys = []
-    for section, spec in schema["properties"].items():
-        spec = _resolve(spec, schema)
-        if section in ("demo", "variants"):
-            continue
-        if "properties" not in spec:
-            if _wants(spec, stage):
-                keys.append(section)
-            continue
-        for key, sub in spec["properties"].items():
-            if _wants(_resolve(sub, schema), stage):
-                keys.append(f"{section}.{key}")
+    keys = stage_keys(stage)
     if params.get("mode") == "demo":
         demo = params.get("demo", {})
         keys += [f"demo.{k}" for k in keys if _has(demo, k.split("."))]
     return keys
-
-
-def _resolve(spec: dict, schema: dict) -> dict:
-    if "$ref" in spec:
-        return schema["$defs"][spec["$ref"].rsplit("/", 1)[-1]]
-    return spec
-
-
-def _wants(spec: dict, stage: str) -> bool:
-    stages = spec.get("x-stages", [])
-    return stage in stages or "all" in stages
 
 
 def _has(tree: Mapping[str, Any], parts: list[str]) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itersg.config import load_params
+from itersg.config import load_params, stage_keys
 from itersg.dvc_stages import _parse_dry_run, dvc_yaml, snakemake_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +61,17 @@ def test_variant_settings_are_params_of_only_that_variants_stages():
             assert len(variant_keys) == 1
         else:
             assert variant_keys == [], name
+
+
+def test_training_stages_list_every_key_that_changes_training():
+    """Keys declared through a `$ref` (the augmentation scales) included; keys of no stage excluded."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    train_keys = stage_keys("train")
+    assert {"data.train_min_sizes", "data.crop_resize_sizes", "train.lr"} <= set(train_keys)
+    assert not {"train.checkpoint_every", "train.checkpoint_minutes", "slurm.cpus_per_rank"} & set(train_keys)
+    for name, stage in stages.items():
+        if name.startswith("train-"):
+            assert set(train_keys) <= set(stage["params"]), name
 
 
 def test_dry_run_parser_reads_wildcards_and_files():

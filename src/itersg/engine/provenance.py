@@ -17,19 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from itersg.config import params_schema
-
-
-def _resolve(spec: dict, schema: dict) -> dict:
-    if "$ref" in spec:
-        target = schema["$defs"][spec["$ref"].rsplit("/", 1)[-1]]
-        return {**target, **{k: v for k, v in spec.items() if k != "$ref"}}
-    return spec
-
-
-def _changes(spec: dict, stage: str) -> bool:
-    stages = spec.get("x-stages", [])
-    return stage in stages or "all" in stages
+from itersg.config import params_schema, stage_keys
 
 
 def stage_params(params: Mapping[str, Any], stage: str, variant: str | None = None) -> dict[str, Any]:
@@ -38,22 +26,15 @@ def stage_params(params: Mapping[str, Any], stage: str, variant: str | None = No
     With a ``variant`` its name is included, and its ``variants.<name>`` settings when they change
     ``stage``.
     """
-    schema = params_schema()
     selected: dict[str, Any] = {}
-    for section, spec in schema["properties"].items():
-        spec = _resolve(spec, schema)
-        if section in ("demo", "variants") or section not in params:
-            continue
-        if "properties" not in spec:
-            if _changes(spec, stage):
-                selected[section] = params[section]
-            continue
-        for key, sub in spec["properties"].items():
-            if _changes(_resolve(sub, schema), stage) and key in params[section]:
-                selected[f"{section}.{key}"] = params[section][key]
+    for key in stage_keys(stage):
+        section, _, sub = key.partition(".")
+        if section in params and (not sub or sub in params[section]):
+            selected[key] = params[section][sub] if sub else params[section]
     if variant is not None:
         selected["variant"] = variant
-        if _changes(schema["properties"]["variants"], stage):
+        variant_stages = params_schema()["properties"]["variants"]["x-stages"]
+        if stage in variant_stages or "all" in variant_stages:
             selected[f"variants.{variant}"] = params.get("variants", {}).get(variant)
     return selected
 
