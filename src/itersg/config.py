@@ -77,6 +77,16 @@ def stage_keys(stage: str) -> list[str]:
     return keys
 
 
+def stage_values(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The resolved values of ``stage_keys(stage)`` in ``params`` (dotted key -> value)."""
+    values: dict[str, Any] = {}
+    for key in stage_keys(stage):
+        section, _, sub = key.partition(".")
+        if section in params and (not sub or sub in params[section]):
+            values[key] = params[section][sub] if sub else params[section]
+    return values
+
+
 def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
     """Return ``value`` with the schema's defaults filled in for missing object keys."""
     schema = _resolve_ref(schema, root)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+# The schema stage (``x-stages``) whose keys a rule depends on, where it is not the rule's own name.
+RULE_PARAM_STAGES = {"fetch_vg": "download", "fetch_detr": "detr_weights", "replicate_decoder": "detr_weights"}
 VG_FILES = (
     "VG-SGG-with-attri.h5",
     "VG-SGG-dicts-with-attri.json",
@@ -17,6 +19,11 @@ VG_FILES = (
     "zeroshot_triplet.pytorch",
 )
 REPORT = "reports/report.html"
+
+
+def params_stage(rule: str) -> str:
+    """The schema stage whose keys the jobs of ``rule`` depend on."""
+    return RULE_PARAM_STAGES.get(rule, rule)
 
 
 def results_dir(params: Mapping[str, Any]) -> PurePosixPath:

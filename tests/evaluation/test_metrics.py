@@ -58,11 +58,22 @@ def test_metrics_of_the_worked_examples(tmp_path):
     assert 0 < from_file["bbox"]["AP50"] <= 100
 
 
-def test_ground_truth_images_without_predictions_are_not_evaluated():
+def test_images_of_the_split_without_predictions_are_an_error_unless_allowed():
     gt = ground_truth()
     gt[99] = gt[1]
-    result = compute_metrics(records(), gt, ZERO_SHOT_1BASED, NAMES)
-    assert same(result, compute_metrics(records(), ground_truth(), ZERO_SHOT_1BASED, NAMES))
+    with pytest.raises(UserError, match=r"1 of the 5 images of the split have no predictions \(first: 99\)"):
+        compute_metrics(records(), gt, ZERO_SHOT_1BASED, NAMES)
+    with pytest.warns(UserWarning, match="scoring the 4 predicted images only"):
+        partial = compute_metrics(records(), gt, ZERO_SHOT_1BASED, NAMES, allow_missing=True)
+    complete = compute_metrics(records(), ground_truth(), ZERO_SHOT_1BASED, NAMES)
+    assert partial["images"] == {**complete["images"], "expected": 5}
+    assert complete["images"]["expected"] == complete["images"]["counted"] == complete["num_images"] == 4
+    zero_shot = {tuple(t) for t in (np.asarray(ZERO_SHOT_1BASED) - 1).tolist()}
+    with_zero_shot = [i for i, g in ground_truth().items()
+                      if any((g["labels"][s], g["labels"][o], p) in zero_shot for s, o, p in g["relations"])]
+    assert complete["images"]["zero_shot_gt"] == len(with_zero_shot) > 0
+    assert same({k: v for k, v in partial.items() if k != "images"},
+                {k: v for k, v in complete.items() if k != "images"})
 
 
 def test_errors(tmp_path):
@@ -87,7 +98,8 @@ def test_errors(tmp_path):
 
 
 def test_metrics_json(tmp_path):
-    metrics = compute_metrics(records()[:2], ground_truth(), ZERO_SHOT_1BASED, NAMES)  # no zero-shot GT
+    two_images = {k: v for k, v in ground_truth().items() if k in {r["image_id"] for r in records()[:2]}}
+    metrics = compute_metrics(records()[:2], two_images, ZERO_SHOT_1BASED, NAMES)  # no zero-shot GT
     document = metrics_document(variant="r101-detr", iteration=5, split="test", metrics=metrics,
                                 timing={"s_per_image": 0.1, "batch_size": 8, "device": "cpu",
                                         "warmup_batches": 2, "images_timed": 2},
@@ -96,9 +108,10 @@ def test_metrics_json(tmp_path):
     write_metrics_json(path, document)
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
     loaded = json.loads(path.read_text())
-    assert list(loaded) == ["variant", "iteration", "split", "num_images", "status", "sgdet",
+    assert list(loaded) == ["variant", "iteration", "split", "num_images", "images", "status", "sgdet",
                             "per_predicate_recall", "bbox", "timing", "params"]
     assert loaded["status"] == "ok" and loaded["num_images"] == 2
+    assert loaded["images"] == {"expected": 2, "predicted": 2, "counted": 2, "zero_shot_gt": 0}
     assert loaded["sgdet"]["zR@20"] is None  # NaN is written as null
     assert loaded["sgdet"]["R@20"] == metrics["sgdet"]["R@20"]
     failed = failed_metrics_document(variant="r101-detr", iteration=5, error="CUDA out of memory")

@@ -3,7 +3,7 @@ import os
 
 import itersg.pipeline as paths
 import itersg.slurm as slurm
-from itersg.config import resolve_params
+from itersg.config import resolve_params, stage_values
 from snakemake.utils import validate
 
 
@@ -17,6 +17,12 @@ ITERSG_ARGS = f"--params params.yaml --set mode={MODE}"
 wildcard_constraints:
     variant="|".join(P["study"]["variants"]),
     iteration=r"\d+",
+
+
+def settings_of(rule_name):
+    """The values of every params key the rule's results depend on (its schema stage's keys). Listed as
+    the rule's `params`, so that Snakemake reruns its jobs when one changes, as `dvc repro` does."""
+    return stage_values(P, paths.params_stage(rule_name))
 
 
 def log_path(rule_name, wildcard_part=""):

@@ -7,6 +7,7 @@ if MODE == "demo":
             **paths.vg_files(P),
             images=directory(paths.image_dir(P)),
         params:
+            settings=settings_of("synth"),
             root=lambda wildcards, output: os.path.dirname(output.h5),
             images=P["synth"]["images"],
             seed=P["synth"]["seed"],
@@ -32,6 +33,7 @@ else:
             **paths.vg_files(P),
             images=directory(paths.image_dir(P)),
         params:
+            settings=settings_of("fetch_vg"),
             dest=lambda wildcards, output: os.path.dirname(os.path.dirname(output.h5)),
         log:
             log_path("fetch_vg"),
@@ -51,6 +53,7 @@ rule verify:
     output:
         flag=paths.verified_flag(P),
     params:
+        settings=settings_of("verify"),
         root=lambda wildcards, input: os.path.dirname(input.h5),
     log:
         log_path("verify"),
@@ -69,6 +72,7 @@ rule prepare:
     output:
         summary=paths.prepare_summary(P),
     params:
+        settings=settings_of("prepare"),
         root=lambda wildcards, input: os.path.dirname(input.h5),
         num_val=P["data"]["num_val_images"],
     log:

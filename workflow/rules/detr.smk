@@ -26,6 +26,7 @@ else:
         output:
             weights=f"{paths.detr_pretrain_dir(P)}/model_final.pth",
         params:
+            settings=settings_of("pretrain_detr"),
             launch=LAUNCH,
             itersg_args=ITERSG_ARGS,
             out=lambda wildcards, output: os.path.dirname(output.weights),
@@ -50,6 +51,7 @@ else:
         output:
             weights=paths.replicated_init(P),
         params:
+            settings=settings_of("replicate_decoder"),
             itersg_args=ITERSG_ARGS,
         priority: 10
         log:

@@ -24,6 +24,7 @@ rule report:
     output:
         html=paths.REPORT,
     params:
+        settings=settings_of("report"),
         options=REPORT_OPTIONS,
     log:
         log_path("report"),

@@ -9,12 +9,13 @@ rule train:
     output:
         weights=paths.final_weights(P, "{variant}"),
     params:
+        settings=settings_of("train"),
         launch=LAUNCH,
         itersg_args=ITERSG_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.weights),
         init=init_arg,
         # Listed so that a change of this variant's settings reruns only this variant.
-        settings=lambda wildcards: P["variants"][wildcards.variant],
+        variant_settings=lambda wildcards: P["variants"][wildcards.variant],
     log:
         log_path("train", "{variant}"),
     benchmark:

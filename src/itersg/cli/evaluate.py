@@ -74,6 +74,9 @@ def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
                         help="box IoU: isg = continuous (reference, default); sgb = +1 pixel")
     parser.add_argument("--zero-shot", type=Path, metavar="FILE",
                         help=f"zero-shot triplets (default DIR/{ZERO_SHOT_FILE})")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="score only the predicted images when some images of the split have none "
+                             "(default: an error); the metrics JSON records the counts")
     parser.set_defaults(handler=_run_metrics)
 
 
@@ -113,7 +116,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
         predicate_names = load_predicate_names(args.data)
         ground_truth = load_ground_truth(args.data, args.split, args.num_val)
         metrics = compute_metrics(reader, ground_truth, zero_shot, predicate_names,
-                                  iou_convention=args.iou_convention)
+                                  iou_convention=args.iou_convention, allow_missing=args.allow_missing)
         document = metrics_document(variant=reader.variant, iteration=reader.iteration, split=args.split,
                                     metrics=metrics)
     write_metrics_json(args.out, document)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from itersg.config import params_schema, stage_keys
+from itersg.config import params_schema, stage_values
 
 
 def stage_params(params: Mapping[str, Any], stage: str, variant: str | None = None) -> dict[str, Any]:
@@ -26,11 +26,7 @@ def stage_params(params: Mapping[str, Any], stage: str, variant: str | None = No
     With a ``variant`` its name is included, and its ``variants.<name>`` settings when they change
     ``stage``.
     """
-    selected: dict[str, Any] = {}
-    for key in stage_keys(stage):
-        section, _, sub = key.partition(".")
-        if section in params and (not sub or sub in params[section]):
-            selected[key] = params[section][sub] if sub else params[section]
+    selected = stage_values(params, stage)
     if variant is not None:
         selected["variant"] = variant
         variant_stages = params_schema()["properties"]["variants"]["x-stages"]

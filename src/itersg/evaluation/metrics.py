@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,21 +90,26 @@ def _prediction_records(predictions: PredictionsReader | Iterable[Mapping], grou
 
 def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_truth: GroundTruth,
                     zero_shot_triplets_1based: np.ndarray, predicate_names: Sequence[str], *,
-                    iou_convention: str = "isg", num_object_classes: int = 150) -> dict[str, Any]:
+                    iou_convention: str = "isg", num_object_classes: int = 150,
+                    allow_missing: bool = False) -> dict[str, Any]:
     """All sgdet metrics and the box AP of one predictions set.
 
     Args:
         predictions: an open :class:`PredictionsReader`, or per-image dicts with the contract's fields.
         ground_truth: {image_id: {"boxes" [N, 4] xyxy original pixels, "labels" [N] 0-based,
-            "relations" [G, 3] (subject index, object index, 0-based predicate)}}; must cover every
-            predicted image. Images without predictions are not evaluated.
+            "relations" [G, 3] (subject index, object index, 0-based predicate)}} of the split; must
+            cover every predicted image.
         zero_shot_triplets_1based: [Z, 3] (subject class, object class, predicate), 1-based as stored.
         predicate_names: C names, index = 0-based predicate (C = rel_scores columns - 1).
         iou_convention: "isg" (reference, continuous) or "sgb" (+1 pixel).
         num_object_classes: label range checked for dict predictions (a reader uses its file's value).
+        allow_missing: score only the predicted images when some images of the split have no
+            predictions (an evaluation cut short); without it that is an error.
 
     Returns:
-        {"num_images": int, "sgdet": {...}, "per_predicate_recall": {"20": {name: recall}, ...},
+        {"num_images": int (images scored), "images": {"expected", "predicted", "counted",
+        "zero_shot_gt"} (images of the split, with predictions, scored, and scored images with at least
+        one zero-shot GT triplet), "sgdet": {...}, "per_predicate_recall": {"20": {name: recall}, ...},
         "bbox": {"AP": ..., ...}}. Per-predicate recalls use the corrected convention (their mean is
         ``mR_corrected``); a predicate without GT gets 0.0, as in the mean.
     """
@@ -117,7 +123,9 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
         raise UserError("zero-shot triplets must be 1-based (subject class, object class, predicate)")
     recall = SceneGraphRecall(num_predicates, zero_shot, iou_convention)
     boxes_ap = CocoBoxEvaluator()
+    zero_shot_set = {tuple(triplet) for triplet in zero_shot.tolist()}
     seen: set[int] = set()
+    zero_shot_images = 0
     for record in records:
         image_id = int(record["image_id"])
         if image_id in seen:
@@ -131,11 +139,30 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
         recall.add(gt_boxes, gt_labels, gt_relations, record["boxes"], record["labels"], record["scores"],
                    record["rel_pairs"], record["rel_scores"])
         boxes_ap.add(image_id, gt_boxes, gt_labels, record["boxes"], record["labels"], record["scores"])
+        gt_triplets = zip(gt_labels[gt_relations[:, 0]].tolist(), gt_labels[gt_relations[:, 1]].tolist(),
+                          gt_relations[:, 2].tolist())
+        zero_shot_images += any(triplet in zero_shot_set for triplet in gt_triplets)
+    _check_coverage(ground_truth.keys() - seen, len(ground_truth), source, allow_missing)
     scores = recall.summarize()
     per_predicate = {str(k): dict(zip(predicate_names, scores.per_predicate_corrected[k].tolist()))
                      for k in RECALL_KS}
-    return {"num_images": len(seen), "sgdet": scores.sgdet(), "per_predicate_recall": per_predicate,
-            "bbox": boxes_ap.summarize()}
+    images = {"expected": len(ground_truth), "predicted": len(seen), "counted": len(seen),
+              "zero_shot_gt": zero_shot_images}
+    return {"num_images": len(seen), "images": images, "sgdet": scores.sgdet(),
+            "per_predicate_recall": per_predicate, "bbox": boxes_ap.summarize()}
+
+
+def _check_coverage(missing: set[int], expected: int, source: str, allow_missing: bool) -> None:
+    """A predictions file that misses images of the split scores only part of it: an error unless allowed."""
+    if not missing:
+        return
+    first = ", ".join(str(i) for i in sorted(missing)[:5])
+    message = (f"{source}: {len(missing)} of the {expected} images of the split have no predictions "
+               f"(first: {first})")
+    if not allow_missing:
+        raise UserError(f"{message}; the evaluation was cut short or ran on another split: run `itersg evaluate` "
+                        "again, or pass --allow-missing to score only the predicted images")
+    warnings.warn(f"{message}; scoring the {expected - len(missing)} predicted images only", stacklevel=3)
 
 
 def metrics_document(*, variant: str, iteration: int, split: str, metrics: Mapping[str, Any],
@@ -143,7 +170,8 @@ def metrics_document(*, variant: str, iteration: int, split: str, metrics: Mappi
                      params: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The metrics JSON of a successful evaluation (``metrics`` = the output of compute_metrics)."""
     document: dict[str, Any] = {"variant": variant, "iteration": int(iteration), "split": split,
-                                "num_images": int(metrics["num_images"]), "status": "ok"}
+                                "num_images": int(metrics["num_images"]), "images": dict(metrics["images"]),
+                                "status": "ok"}
     document.update({key: metrics[key] for key in ("sgdet", "per_predicate_recall", "bbox")})
     if timing is not None:
         document["timing"] = dict(timing)
