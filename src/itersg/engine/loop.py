@@ -18,7 +18,7 @@ AUX_LAYER_SUFFIX = re.compile(r"_\d+$")
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite (training stops, as DETR's does, instead of going on)."""
+    """The loss or the gradients stayed NaN or infinite for ``train.max_nonfinite_steps`` steps in a row."""
 
 
 def move_to(tree: Any, device: torch.device) -> Any:
@@ -48,21 +48,31 @@ def forward_loss(model: nn.Module, criterion: nn.Module, images: Sequence[Tensor
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, precision: Precision,
                images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
-               clip_max_norm: float) -> dict[str, Tensor]:
-    """One update; returns detached ``{"loss": total, "loss_<name>": term, ..., "grad_norm": ..}``."""
+               clip_max_norm: float) -> tuple[dict[str, Tensor], bool]:
+    """One update; returns (detached ``{"loss": total, "loss_<name>": term, ..., "grad_norm": ..}``, finite).
+
+    A step whose loss or gradient norm is not finite is skipped: no optimizer update (the schedule still
+    advances), as the reference's fp16 GradScaler skips such steps. The gradient norm is taken after
+    DDP's all-reduce, so every process makes the same decision.
+    """
     total, losses, _ = forward_loss(model, criterion, images, targets, precision)
     optimizer.zero_grad(set_to_none=True)
     precision.scaler.scale(total).backward()
     stats = {"loss": total.detach(), **{k: v.detach() for k, v in losses.items()
                                          if not AUX_LAYER_SUFFIX.search(k)}}
+    precision.scaler.unscale_(optimizer)
+    parameters = list(gradient_parameters(optimizer))
     if clip_max_norm > 0:
-        precision.scaler.unscale_(optimizer)
-        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-            list(gradient_parameters(optimizer)), clip_max_norm).detach()
-    precision.scaler.step(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    stats["grad_norm"] = grad_norm.detach()
+    finite = bool(torch.isfinite(grad_norm) & torch.isfinite(total))
+    if finite:
+        precision.scaler.step(optimizer)
     precision.scaler.update()
     scheduler.step()
-    return stats
+    return stats, finite
 
 
 class RunningMeans:

@@ -19,7 +19,6 @@ training params (see ``provenance``); a finished run returns at once. SIGTERM/SI
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -166,21 +165,22 @@ class TrainingRun:
         # A checkpoint on a wall-clock timer too: a job killed without warning loses at most this much.
         checkpoint_seconds = 60 * self.train_cfg["checkpoint_minutes"]
         last_checkpoint = time.monotonic()
+        nonfinite_in_a_row = 0
         for iteration in range(start, iterations):
             images, targets = next(batches)
             images, targets = move_to(images, self.device), move_to(targets, self.device)
             lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}  # used by this update
-            stats = train_step(ddp, self.criterion, self.optimizer, self.scheduler, self.precision, images,
-                               targets, self.train_cfg["clip_max_norm"])
+            stats, finite = train_step(ddp, self.criterion, self.optimizer, self.scheduler, self.precision,
+                                       images, targets, self.train_cfg["clip_max_norm"])
             done = iteration + 1
             timer_due = 0 < checkpoint_seconds <= time.monotonic() - last_checkpoint
-            stop, diverged, timer_due = dist_utils.any_rank(
-                [stop_request.requested or stop_at == done, not math.isfinite(float(stats["loss"])), timer_due],
-                self.device)
-            if diverged:
-                raise TrainingDiverged(f"the training loss is not finite at iteration {done}; "
-                                       + self._divergence_hint())
-            means.add(stats)
+            stop, timer_due = dist_utils.any_rank([stop_request.requested or stop_at == done, timer_due], self.device)
+            if finite:
+                nonfinite_in_a_row = 0
+                means.add(stats)
+            else:
+                nonfinite_in_a_row += 1
+                self._skipped_step(done, stats, nonfinite_in_a_row)
             if done % self.train_cfg["log_every"] == 0 or done == iterations:
                 rate = (done - tick_iteration) / max(time.monotonic() - tick, 1e-9)
                 self._log_train(done, means.pop(), lrs, rate)
@@ -250,6 +250,17 @@ class TrainingRun:
         eta = (self.task.iterations - iteration) / max(rate, 1e-9)
         self.log.say(f"it {iteration}/{self.task.iterations} loss {means.get('loss', float('nan')):.4f} "
                      f"lr {lrs.get('lr_rest', float('nan')):.2e} {rate:.2f} it/s eta {eta / 60:.1f} min")
+
+    def _skipped_step(self, iteration: int, stats: dict[str, torch.Tensor], in_a_row: int) -> None:
+        """Log a step skipped for a non-finite loss or gradient; stop after too many in a row."""
+        values = {k: float(v) for k, v in stats.items() if k in ("loss", "grad_norm")}
+        self.log.record("skipped_step", iteration, {**values, "in_a_row": in_a_row})
+        self.log.say(f"it {iteration}: skipped the update (loss {values['loss']:.4g}, gradient norm "
+                     f"{values['grad_norm']:.4g}; {in_a_row} in a row)")
+        if in_a_row >= self.train_cfg["max_nonfinite_steps"]:
+            raise TrainingDiverged(f"the loss or its gradients were not finite for {in_a_row} steps in a row "
+                                   f"(up to iteration {iteration}, train.max_nonfinite_steps); "
+                                   + self._divergence_hint())
 
     def _divergence_hint(self) -> str:
         return (f"lower train.lr / train.lr_backbone or check the data; the last checkpoints are in "

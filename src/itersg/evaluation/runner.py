@@ -6,7 +6,6 @@ the predictions file excluded), after ``warmup_batches`` batches, with the devic
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader
 from itersg.data.dataset import VG150Dataset, collate
 from itersg.data.transforms import eval_transforms
 from itersg.data.vg150 import VG150Index, load_split_ground_truth, load_vocabulary, load_zero_shot
+from itersg.engine.optim import Precision
 from itersg.errors import UserError
 from itersg.evaluation.metrics import compute_metrics, metrics_document, write_metrics_json
 from itersg.evaluation.predictions import PredictionsReader, PredictionsWriter
@@ -52,22 +52,20 @@ def load_model(params: Mapping[str, Any], variant: str, checkpoint: str | Path, 
     return model.eval().to(device)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def predict(model: torch.nn.Module, loader: DataLoader, writer: PredictionsWriter, device: torch.device,
-            warmup_batches: int) -> dict[str, Any]:
-    """Write the predictions of every image; returns the timing record."""
+            warmup_batches: int, precision: str = "fp32") -> dict[str, Any]:
+    """Write the predictions of every image; returns the timing record.
+
+    ``precision`` is ``evaluate.precision``: fp32 as the reference evaluates, or bf16/fp16 autocast on CUDA.
+    """
+    autocast = Precision(precision, device)
     timed_seconds, timed_images = 0.0, 0
     for batch_index, (images, targets) in enumerate(loader):
         images = [image.to(device, non_blocking=True) for image in images]
         _synchronize(device)
         start = time.perf_counter()
-        with _autocast(device):
+        with autocast.autocast():
             outputs = model(images)
         predictions = postprocess_scene_graphs(
             outputs, [t["size"].tolist() for t in targets], [t["orig_size"].tolist() for t in targets],
@@ -80,7 +78,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, writer: PredictionsWrite
             writer.add(prediction)
     return {"s_per_image": timed_seconds / timed_images if timed_images else None,
             "batch_size": loader.batch_size, "device": _device_name(device),
-            "warmup_batches": warmup_batches, "images_timed": timed_images}
+            "warmup_batches": warmup_batches, "images_timed": timed_images, "precision": autocast.name}
 
 
 def _device_name(device: torch.device) -> str:
@@ -106,7 +104,8 @@ def evaluate(params: Mapping[str, Any], variant: str, checkpoint: str | Path, sp
     with PredictionsWriter(out / PREDICTIONS_FILE, variant=variant, iteration=iteration, split=split,
                            num_object_classes=len(vocabulary.classes),
                            num_predicates=len(vocabulary.predicates)) as writer:
-        timing = predict(model, loader, writer, device, params["evaluate"]["warmup_batches"])
+        timing = predict(model, loader, writer, device, params["evaluate"]["warmup_batches"],
+                         params["evaluate"]["precision"])
     ground_truth = load_split_ground_truth(root, split, data["num_val_images"])
     with PredictionsReader(out / PREDICTIONS_FILE) as reader:
         metrics = compute_metrics(reader, ground_truth, load_zero_shot(root), vocabulary.predicates,

@@ -19,6 +19,10 @@ Indices = list[tuple[Tensor, Tensor]]
 BRANCHES = ("sub", "obj", "rel")
 
 
+# Stand-in for NaN/inf matching costs: larger than any finite cost of the matcher's terms.
+NON_FINITE_COST = 1e8
+
+
 def pair_cost(logits: Tensor, boxes: Tensor, tgt_labels: Tensor, tgt_boxes: Tensor,
               config: MatcherConfig) -> Tensor:
     """Matching cost [B * Q, T] of predictions [B, Q, K] / [B, Q, 4] against all T targets of the batch."""
@@ -32,8 +36,16 @@ def pair_cost(logits: Tensor, boxes: Tensor, tgt_labels: Tensor, tgt_boxes: Tens
 
 
 def assign(cost: Tensor, sizes: Sequence[int]) -> Indices:
-    """Split a [B, Q, T] cost by image and solve each assignment: [(query indices, target indices)]."""
+    """Split a [B, Q, T] cost by image and solve each assignment: [(query indices, target indices)].
+
+    Deviation: non-finite costs (a model whose outputs became NaN) are replaced by finite ones so that
+    the assignment is still solved; the reference lets scipy raise. The loss is then non-finite and the
+    training step is skipped (``engine.loop.train_step``) instead of the run ending with a traceback.
+    Finite costs are untouched.
+    """
     cost = cost.detach().float().cpu()
+    if not torch.isfinite(cost).all():
+        cost = torch.nan_to_num(cost, nan=NON_FINITE_COST, posinf=NON_FINITE_COST, neginf=-NON_FINITE_COST)
     indices = []
     for image, block in enumerate(cost.split(list(sizes), -1)):
         rows, cols = linear_sum_assignment(block[image].numpy())
