@@ -23,3 +23,14 @@ def test_bench_against_the_oracle():
     # the full-size figure (5000 images) is measured by tests/evaluation/bench_vs_oracle.py; this small
     # run on a shared CI machine only checks the order of magnitude
     assert result["speedup"] > 8, result
+
+
+def test_bench_command_outside_a_source_checkout_times_the_fast_metrics(tmp_path, monkeypatch, capsys):
+    import json
+
+    from itersg.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no tests/evaluation/oracle.py here
+    assert main(["bench", "metrics", "--images", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_images"] == 20 and result["fast_seconds"] > 0 and "oracle_seconds" not in result

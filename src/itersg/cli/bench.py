@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     metrics = verbs.add_parser("metrics", help="fast scene-graph metrics vs the loop oracle on synthetic images")
     metrics.add_argument("--images", type=int, default=5000, help="number of synthetic images (default 5000)")
-    metrics.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE,
-                         help=f"the loop port of the reference evaluator (default {DEFAULT_ORACLE})")
+    metrics.add_argument("--oracle", type=Path, default=None,
+                         help=f"the loop port of the reference evaluator to compare with (default {DEFAULT_ORACLE} "
+                              "when run in a source checkout; without one only the fast metrics are timed)")
     metrics.set_defaults(handler=_run_metrics)
 
     for name, handler, batch in (("infer", _run_infer, 16), ("train", _run_train, 12)):
@@ -56,9 +57,12 @@ def _run_index(args: argparse.Namespace) -> int:
 def _run_metrics(args: argparse.Namespace) -> int:
     from itersg.evaluation.bench import bench_metrics
 
-    if not args.oracle.is_file():
-        raise UserError(f"{args.oracle}: oracle not found; run from the project root or pass --oracle")
-    spec = importlib.util.spec_from_file_location("itersg_metrics_oracle", args.oracle)
+    path = args.oracle if args.oracle is not None else (DEFAULT_ORACLE if DEFAULT_ORACLE.is_file() else None)
+    if path is None:
+        return _print(bench_metrics(args.images))
+    if not path.is_file():
+        raise UserError(f"{path}: oracle not found; pass the path of tests/evaluation/oracle.py of a source checkout")
+    spec = importlib.util.spec_from_file_location("itersg_metrics_oracle", path)
     oracle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(oracle)
     return _print(bench_metrics(args.images, oracle=oracle.oracle_scores))

@@ -21,7 +21,6 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
-from torchvision.transforms.v2._utils import query_size
 
 EMPTY_BOX_THRESHOLD = 1e-5  # px; detectron2 Boxes.nonempty(threshold) as the reference mapper uses it
 
@@ -47,7 +46,7 @@ class ResizeShortestEdge(T.Transform):
         self.sizes, self.max_size = list(sizes), max_size
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = query_size(flat_inputs)
+        height, width = T.query_size(flat_inputs)
         return {"size": list(shortest_edge_size(height, width, random.choice(self.sizes), self.max_size))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -65,7 +64,7 @@ class RandomSizeCrop(T.Transform):
         self.min_size, self.max_size = min_size, max_size
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = query_size(flat_inputs)
+        height, width = T.query_size(flat_inputs)
         crop_h = random.randint(min(self.min_size, height), min(self.max_size, height))
         crop_w = random.randint(min(self.min_size, width), min(self.max_size, width))
         return {"top": random.randint(0, height - crop_h), "left": random.randint(0, width - crop_w),
