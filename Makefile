@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 venv: $(STAMP)
 
-# torch/torchvision are pinned to the builds this workplace's pip serves; pyproject.toml keeps ranges.
+# torch/torchvision are pinned to the versions the tests run on; pyproject.toml keeps the supported ranges.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
