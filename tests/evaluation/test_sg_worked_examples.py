@@ -1,4 +1,4 @@
-"""The worked examples and micro-tests of spec-evaluation.md §6, computed by hand there."""
+"""Worked examples and micro-tests of the reference evaluator's conventions, computed by hand (worked_examples.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four worked images A-D of spec-evaluation.md §6 (ISG conventions) and their expected numbers."""
+"""Four worked images A-D (IterativeSG evaluator conventions) and their expected numbers, computed by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Test-time scene-graph construction on hand-made outputs (spec-evaluation.md §1.4)."""
+"""Test-time scene-graph construction on hand-made outputs (IterativeSG's inference procedure)."""
 
 from __future__ import annotations
 

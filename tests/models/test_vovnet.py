@@ -20,7 +20,7 @@ from itersg.models.vovnet import (
 )
 from itersg.models.vovnet_weights import to_detectron2_state_dict
 
-# etri-iterativeSG "T.P." minus the DETR part (50,397,902), see shared/docs/spec-backbones.md
+# etri-iterativeSG "T.P." minus the DETR part (50,397,902)
 PUBLISHED_BACKBONE_FPN = {39: 28_704_704, 57: 44_964_288, 99: 73_010_368}
 FPN_PARAMETERS = 3_540_992
 

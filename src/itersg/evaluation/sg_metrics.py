@@ -1,7 +1,7 @@
 """Scene-graph recalls of IterativeSG in sgdet mode: R@K, ng-R@K, zR@K, mR@K and hR@K.
 
 The semantics are those of the reference evaluator (ubc-vision/IterativeSG
-``evaluation/sg_evaluation.py``), described in docs spec-evaluation.md §2:
+``evaluation/sg_evaluation.py``):
 
 * A predicted triplet matches a GT relation when subject class, predicate and object class are equal
   and both boxes have IoU >= 0.5 (inclusive). Matching is many-to-many; every GT row counts, duplicates

@@ -1,7 +1,7 @@
 """Model outputs -> per-image predictions in original image pixels (the project's Predictions dicts).
 
 Scene graphs follow IterativeSG's test-time procedure (``IterativeRelationDetr.inference`` with
-``TEST_INDEX = -1``; spec-evaluation.md §1.4): the 2Q subject/object boxes of the last layer go
+``TEST_INDEX = -1``): the 2Q subject/object boxes of the last layer go
 through class-aware NMS (IoU 0.5, normalised coordinates); every box is mapped to the kept box of
 its class with the highest IoU (ties: the first kept box in score order); each query's triplet score
 is p(predicate) * p(subject class) * p(object class) from its own, pre-merge distributions; rows are
