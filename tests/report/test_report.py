@@ -288,6 +288,17 @@ def test_params_overrides_change_the_study_grid(study, tmp_path):
     assert "<code>study.eval_iterations=[250000]</code>" in html
 
 
+def test_demo_mode_greys_out_the_parameter_check(study, tmp_path):
+    out = tmp_path / "report.html"
+    metrics = str(study.metrics[("r101-detr", 250000)])
+    assert main(["report", "--metrics", metrics, "--out", str(out), "--params", str(study.params)]) == 0
+    assert 'id="summary-params" data-check="not applicable"' not in out.read_text()
+    assert main(["report", "--metrics", metrics, "--out", str(out), "--params", str(study.params),
+                 "--set", "mode=demo"]) == 0
+    card = re.search(r'<div class="([^"]*)" id="summary-params"[^>]*>(.*?)</div>\s*</div>', out.read_text(), re.S)
+    assert card.group(1) == "card" and "not applicable" in card.group(2)
+
+
 def test_metrics_without_timing_and_params(study, tmp_path):
     document = study.document("r101-detr", 250000)
     del document["timing"], document["params"]
