@@ -10,7 +10,13 @@ from torch import nn
 
 from itersg.errors import UserError
 from itersg.models.centermask import build_centermask_heads, detectron2_head_key
-from itersg.models.fcos import SIZES_OF_INTEREST, centerness_targets, fcos_targets, level_locations
+from itersg.models.fcos import (
+    SIZES_OF_INTEREST,
+    centerness_targets,
+    fcos_box_loss,
+    fcos_targets,
+    level_locations,
+)
 from itersg.models.vovnet import build_vovnet_fpn, load_detectron2_weights
 from itersg.models.vovnet_weights import to_detectron2_state_dict
 
@@ -233,7 +239,7 @@ def test_fcos_loss_is_finite_and_decreases():
     totals = []
     for _ in range(8):
         losses = heads.loss(heads(backbone(images)), targets, [(128, 128), (128, 128)])
-        assert set(losses) == {"loss_fcos_cls", "loss_fcos_box", "loss_fcos_ctr"}
+        assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
         assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
         total = sum(losses.values())
         optimizer.zero_grad()
@@ -250,7 +256,7 @@ def test_fcos_loss_without_boxes_is_finite_and_backpropagates():
     features = {name: torch.randn(1, 16, s, s) for name, s in sizes.items()}
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
     losses = heads.loss(heads(features), empty, [(64, 64)])
-    assert losses["loss_fcos_box"].item() == 0 and losses["loss_fcos_ctr"].item() == 0
+    assert losses["loss_fcos_loc"].item() == 0 and losses["loss_fcos_ctr"].item() == 0
     sum(losses.values()).backward()
     assert heads.fcos.cls_logits.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="targets"):
@@ -311,3 +317,22 @@ def test_coco_classifier_needs_permission(tmp_path):
     report = load_detectron2_weights(backbone, tmp_path / "coco.pth", vg_heads, num_classes_may_differ=True)
     assert sorted(report.kept_init) == ["heads.fcos.cls_logits.bias", "heads.fcos.cls_logits.weight"]
     assert torch.equal(vg_heads.fcos.bbox_pred.weight, coco_heads.fcos.bbox_pred.weight)
+
+
+def test_fcos_box_loss_is_centermask2s_smoothed_giou_worked_by_hand():
+    """Two positives, distances (left, top, right, bottom) in stride units.
+
+    1. prediction (1, 1, 1, 1), target (1, 1, 1, 1): areas 4 and 4, intersection 4, union 4, enclosing 4:
+       IoU (4 + 1) / (4 + 1) = 1, GIoU 1, loss 0; centerness target sqrt(1 * 1) = 1.
+    2. prediction (1, 1, 1, 1), target (3, 1, 1, 1): areas 4 and 4 x 2 = 8; intersection
+       (min(1, 3) + min(1, 1)) x (1 + 1) = 4; union 8 + 4 - 4 = 8; enclosing (3 + 1) x 2 = 8:
+       IoU (4 + 1) / (8 + 1) = 5/9, GIoU 5/9 - (8 - 8)/8 = 5/9, loss 4/9; centerness sqrt(1/3 x 1/1).
+    Loss = (0 x 1 + 4/9 x sqrt(1/3)) / (1 + sqrt(1/3)) = 0.162675... The plain GIoU (IoU 4/8) gives
+    (1/2 x sqrt(1/3)) / (1 + sqrt(1/3)) = 0.183013...
+    """
+    prediction = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    target = torch.tensor([[1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 1.0, 1.0]])
+    third = (1 / 3) ** 0.5
+    expected = (4 / 9 * third) / (1 + third)
+    assert fcos_box_loss(prediction, target).item() == pytest.approx(expected, rel=1e-6)
+    assert fcos_box_loss(prediction, target).item() != pytest.approx((1 / 2 * third) / (1 + third), rel=1e-3)

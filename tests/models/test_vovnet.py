@@ -87,11 +87,13 @@ def test_every_osa_block_has_ese_and_every_norm_is_frozen(vovnet39):
                                                 for p in ("weight", "bias")}
 
 
-def test_stem_is_frozen_by_default(vovnet39):
-    frozen = {name for name, p in vovnet39.named_parameters() if not p.requires_grad}
-    assert frozen == {name for name, _ in vovnet39.named_parameters() if name.startswith("body.stem.")}
-    trainable = build_vovnet_fpn(39, overrides={"small": True, "freeze_at": 0})
-    assert all(p.requires_grad for p in trainable.parameters())
+def test_freeze_at(vovnet39):
+    """Default 0 as the ETRI runs (FREEZE_AT 0): everything trains; 1 freezes the stem's three convs."""
+    assert all(p.requires_grad for p in vovnet39.parameters())
+    stem_frozen = build_vovnet_fpn(39, overrides={"freeze_at": 1})
+    frozen = {name: p.numel() for name, p in stem_frozen.named_parameters() if not p.requires_grad}
+    assert set(frozen) == {name for name, _ in stem_frozen.named_parameters() if name.startswith("body.stem.")}
+    assert sum(frozen.values()) == 112_320
     deeper = build_vovnet_fpn(39, overrides={"small": True, "freeze_at": 2})
     assert not any(p.requires_grad for p in deeper.body.stages[0].parameters())
     assert all(p.requires_grad for p in deeper.body.stages[1].parameters())
@@ -328,3 +330,4 @@ def test_bn_counters_load_whether_or_not_the_file_has_them(tmp_path):
     report = load_detectron2_weights(trained, tmp_path / "frozen.pth")
     assert report.kept_init == [] and not any(k.endswith("num_batches_tracked") for k in report.loaded)
     assert torch.equal(trained.body.stem[0].bn.running_var, frozen.body.stem[0].bn.running_var)
+

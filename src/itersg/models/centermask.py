@@ -70,7 +70,7 @@ class CenterMaskHeads(nn.Module):
 
     def loss(self, head_outputs: Mapping[str, Any], targets: Sequence[Mapping[str, Tensor]],
              image_sizes: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
-        """FCOS losses ``loss_fcos_cls``, ``loss_fcos_box``, ``loss_fcos_ctr`` on the targets' boxes.
+        """FCOS losses ``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr`` on the targets' boxes.
 
         ``targets``: contract target dicts (``boxes`` xyxy pixels of the unpadded image, ``labels``
         0..num_classes-1); ``image_sizes`` (H, W) per image: only checked, since, as in centermask2,

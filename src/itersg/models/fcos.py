@@ -9,10 +9,18 @@ parameters.
 Training targets (``MODEL.FCOS`` defaults of centermask2): a location is positive for a box if it
 lies in the box's centre region (``POS_RADIUS`` 1.5 strides around the centre, clipped to the box)
 and the largest of its four distances is within its level's range (P3 0-64, P4 64-128, P5 128-256,
-P6 256-512, P7 >512 pixels); among several boxes the smallest one wins. Losses: sigmoid focal loss
-(alpha 0.25, gamma 2) over all locations and classes / number of positives; GIoU loss of positives
-weighted by their centerness target / sum of centerness targets; centerness BCE / number of positives.
-Both normalisers are averaged over processes when torch.distributed is running, as centermask2 does.
+P6 256-512, P7 >512 pixels); among several boxes the smallest one wins. Losses, named as centermask2
+logs them: ``loss_fcos_cls`` sigmoid focal loss (alpha 0.25, gamma 2) over all locations and classes /
+number of positives; ``loss_fcos_loc`` the GIoU loss of positives (``LOC_LOSS_TYPE: giou``) weighted by
+their centerness target / sum of centerness targets; ``loss_fcos_ctr`` centerness BCE / number of
+positives. Both normalisers are averaged over processes when torch.distributed is running, as
+centermask2 does.
+
+The GIoU loss is centermask2's ``IOULoss`` (``fcos_box_loss``), not torchvision's: it works on the
+(left, top, right, bottom) distances in stride units and smooths the IoU by one unit, (I + 1) / (U + 1),
+which moves the loss by a few percent against the plain GIoU. Not reproduced: centermask2's
+``get_sample_region`` returns no positives for an image whose first box has its centre at x = 0 exactly
+(a zero-width box on the left border); here such an image gets its positives like any other.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
 
 INF = 1e8
 SIZES_OF_INTEREST = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF))
@@ -140,9 +148,28 @@ def centerness_targets(ltrb: Tensor) -> Tensor:
     return torch.sqrt(horizontal * vertical)
 
 
-def _ltrb_to_boxes(ltrb: Tensor) -> Tensor:
-    """Distances from a location at the origin -> the box xyxy around it."""
-    return torch.cat([-ltrb[:, :2], ltrb[:, 2:]], dim=1)
+def fcos_box_loss(box_pred: Tensor, reg_targets: Tensor) -> Tensor:
+    """centermask2's ``loss_fcos_loc`` for the positive locations of a batch (before averaging over processes).
+
+    Args:
+        box_pred, reg_targets: [P, 4] predicted and target (left, top, right, bottom) distances from each
+            positive location to its box sides, in units of the level stride.
+
+    Returns:
+        sum over positives of (1 - GIoU) x centerness target, divided by the sum of the centerness
+        targets (at least 1e-6; its mean over processes under torch.distributed). The IoU is smoothed:
+        (intersection + 1) / (union + 1), areas in squared stride units.
+    """
+    ctr_target = centerness_targets(reg_targets)
+    norm = max(_mean_over_processes(ctr_target.sum()), 1e-6)
+    pred_area = (box_pred[:, 0] + box_pred[:, 2]) * (box_pred[:, 1] + box_pred[:, 3])
+    target_area = (reg_targets[:, 0] + reg_targets[:, 2]) * (reg_targets[:, 1] + reg_targets[:, 3])
+    inner, outer = torch.minimum(box_pred, reg_targets), torch.maximum(box_pred, reg_targets)
+    intersection = (inner[:, 0] + inner[:, 2]) * (inner[:, 1] + inner[:, 3])
+    enclosing = (outer[:, 0] + outer[:, 2]) * (outer[:, 1] + outer[:, 3])
+    union = pred_area + target_area - intersection
+    giou = (intersection + 1.0) / (union + 1.0) - (enclosing - union) / enclosing
+    return ((1 - giou) * ctr_target).sum() / norm
 
 
 def _mean_over_processes(value: Tensor) -> float:
@@ -177,9 +204,7 @@ def fcos_losses(logits: Sequence[Tensor], ltrb: Sequence[Tensor], centerness: Se
                                   reduction="sum") / num_positive
 
     box_pred, reg_targets, ctr_pred = box_pred[positive], reg_targets[positive], ctr_pred[positive]
-    ctr_target = centerness_targets(reg_targets)
-    ctr_norm = max(_mean_over_processes(ctr_target.sum()), 1e-6)
-    giou = generalized_box_iou_loss(_ltrb_to_boxes(box_pred), _ltrb_to_boxes(reg_targets))
-    loss_box = (giou * ctr_target).sum() / ctr_norm
-    loss_ctr = F.binary_cross_entropy_with_logits(ctr_pred, ctr_target, reduction="sum") / num_positive
-    return {"loss_fcos_cls": loss_cls, "loss_fcos_box": loss_box, "loss_fcos_ctr": loss_ctr}
+    loss_loc = fcos_box_loss(box_pred, reg_targets)
+    loss_ctr = F.binary_cross_entropy_with_logits(ctr_pred, centerness_targets(reg_targets),
+                                                  reduction="sum") / num_positive
+    return {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}

@@ -25,7 +25,9 @@ at detectron2's defaults). timm's weights exist for 39 (ImageNet mean/std, RGB) 
   ``blocks_per_stage`` [4]: timm's ``stem_chs``, ``stage_conv_chs``, ``stage_out_chs``,
   ``layer_per_block``, ``block_per_stage``;
 * ``fpn_channels`` (256): channels of every pyramid level, hence ``out_channels``;
-* ``freeze_at`` (1): 0 trains everything, 1 freezes the stem, ``k`` > 1 also stages 2..k;
+* ``freeze_at`` (0): 0 trains everything, 1 freezes the stem, ``k`` > 1 also stages 2..k. The default
+  is the ETRI runs' (``MODEL.BACKBONE.FREEZE_AT: 0`` in their IterativeSG config, as centermask2's
+  CenterMask-VoVNet configs): the stem trains, 112,320 more trainable parameters than with 1;
 * ``pixel_stats`` ("detectron2"): a key of ``PIXEL_STATS`` or "timm";
 * ``norm`` ("FrozenBN"; "BN" trains the norms with per-process batch statistics, for training from
   scratch) and ``pixel_stats`` (a ``PIXEL_STATS`` key or "timm", see below);
@@ -206,7 +208,7 @@ def build_vovnet_fpn(depth: int, *, out_level: str = "P5", overrides: Mapping[st
         pixel_stats = TIMM_PIXEL_STATS[depth]
     body = build_vovnet_body(config, options.get("norm", "FrozenBN"))
     return VoVNetFPN(body, options.get("fpn_channels", 256), out_level, pixel_stats,
-                     options.get("freeze_at", 1))
+                     options.get("freeze_at", 0))
 
 
 def _resolve_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
