@@ -48,11 +48,12 @@ def test_missing_keys_get_schema_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("assignment", "key"),
     [
-        ("train.itrations=5", "'train'"),
-        ("train.iterations=abc", "'train.iterations'"),
-        ("variants.r101-detr.beta=-1", "'variants.r101-detr.beta'"),
-        ("study.variants=[resnet50]", "'study.variants.0'"),
+        ("train.itrations=5", "--set train.itrations: Additional properties"),
+        ("train.iterations=abc", "--set train.iterations: 'abc' is not of type"),
+        ("variants.r101-detr.beta=-1", "--set variants.r101-detr.beta: -1"),
+        ("study.variants=[resnet50]", "--set study.variants: 'resnet50' is not one of"),
         ("study.eval_iterations=[300000]", "'study.eval_iterations'"),
+        ("study.eval_iterations=[60,", r"--set study.eval_iterations: the value '\[60,' is not valid YAML"),
     ],
 )
 def test_bad_values_name_the_key(assignment, key):
@@ -60,9 +61,18 @@ def test_bad_values_name_the_key(assignment, key):
         load_params(PARAMS, [assignment])
 
 
+def test_errors_in_the_file_name_the_file(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("iterations: 250000", "iterations: -1"))
+    with pytest.raises(UserError, match=rf"{params}: key 'train.iterations': -1 is less than"):
+        load_params(params, ["train.lr=0.1"])
+
+
 def test_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(UserError, match="no such params file"):
         load_params(tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="is a folder, not a params file"):
+        load_params(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("mode: [full\n")
     with pytest.raises(UserError, match="not valid YAML"):

@@ -112,18 +112,29 @@ def _error_path(error: Any) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def validate_params(params: Mapping[str, Any], source: str = "params.yaml") -> None:
-    """Raise UserError naming the first offending key if ``params`` does not follow the schema."""
+def _nested(key: str, other: str) -> bool:
+    """True when one dotted key is the other or lies inside it."""
+    return f"{key}.".startswith(f"{other}.") or f"{other}.".startswith(f"{key}.")
+
+
+def validate_params(params: Mapping[str, Any], source: str = "params.yaml", set_keys: Iterable[str] = ()) -> None:
+    """Raise UserError naming the first offending key if ``params`` does not follow the schema.
+
+    ``set_keys`` are the dotted keys given with ``--set``: an error in one of them names the ``--set``.
+    """
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(params_schema())
     errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise UserError(
-            f"{source}: key '{_error_path(err)}': {err.message}; fix it (every key is described in "
-            f"docs/configuration.md)"
-        )
+        key = _error_path(err)
+        where = f"{source}: key '{key}'"
+        for assignment in set_keys:  # the offending value came from a --set, not from the file
+            if any(_nested(a, b) for a, b in ((key, assignment), (key, f"demo.{assignment}"))):
+                where = f"--set {assignment}"
+                break
+        raise UserError(f"{where}: {err.message}; fix it (every key is described in docs/configuration.md)")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,9 +148,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def resolve_params(raw: Mapping[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+def resolve_params(raw: Mapping[str, Any], source: str = "params.yaml", set_keys: Iterable[str] = ()) -> dict[str, Any]:
     """Validate ``raw`` params, fill defaults and apply the demo overrides when ``mode: demo``."""
-    validate_params(raw, source)
+    validate_params(raw, source, set_keys)
     schema = params_schema()
     params = _fill_defaults(dict(raw), schema, schema)
     if params["mode"] == "demo":
@@ -173,17 +184,24 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.load(text, Loader=_ValueLoader)
+        try:
+            node[leaf] = yaml.load(text, Loader=_ValueLoader)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or err.__class__.__name__
+            raise UserError(f"--set {key}: the value {text!r} is not valid YAML ({problem}); quote it or fix the "
+                            "brackets, e.g. --set 'study.eval_iterations=[100000, 250000]'") from None
     return override
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read, override (``KEY=VALUE`` strings), validate and resolve a params file."""
-    path = Path(path)
+    path, overrides = Path(path), list(overrides)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: no such params file; run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a params file; pass the params.yaml inside it") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}); fix the syntax") from None
     if not isinstance(raw, dict):
@@ -194,7 +212,7 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ())
     if raw.get("mode") == "demo" and isinstance(raw.get("demo"), dict):
         raw["demo"] = deep_merge(raw["demo"], {k: v for k, v in mode_override.items()
                                                if k in SECTIONS_WITH_DEMO_OVERRIDES})
-    return resolve_params(raw, str(path))
+    return resolve_params(raw, str(path), [item.partition("=")[0] for item in overrides])
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
