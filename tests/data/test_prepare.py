@@ -27,3 +27,12 @@ def test_missing_root_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("itersg: error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_validation_split_that_takes_every_training_image_is_an_error(synth_vg, tmp_path, capsys):
+    """With the full study's 5000 validation images, the small synthetic set has none left to train on."""
+    out = tmp_path / "s.json"
+    assert main(["data", "prepare", "--root", str(synth_vg), "--out", str(out), "--num-val", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "leaving none to train on; lower data.num_val_images" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

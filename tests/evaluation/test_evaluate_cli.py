@@ -58,3 +58,15 @@ def test_missing_or_partial_checkpoints_are_refused(tmp_path, data_root, capsys)
     err = capsys.readouterr().err
     assert err.startswith("itersg: error:") and "Traceback" not in err
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_non_finite_weights_are_refused(tmp_path, data_root, capsys):
+    model = build_model("r101-detr", num_classes=12, num_predicates=7, overrides=SMALL)
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+             for k, v in model.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "nan.pth")
+    args = ["evaluate", "--variant", "r101-detr", "--out", str(tmp_path / "eval"), *_settings(data_root)]
+    assert main([*args, "--checkpoint", str(tmp_path / "nan.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "hold NaN or infinite values" in err and "the training diverged" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "eval").exists()

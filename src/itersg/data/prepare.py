@@ -17,6 +17,7 @@ from itersg.data.vg150 import (
     load_vocabulary,
     predicate_frequencies,
 )
+from itersg.errors import UserError
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -31,10 +32,15 @@ def summarize(root: str | Path, num_val_images: int = 5000) -> dict:
     """Split sizes, class/predicate names, training predicate frequencies and input checksums."""
     root = Path(root)
     vocabulary = load_vocabulary(root)
+    split_sizes = {split: len(VG150Index(root, split, num_val_images)) for split in SPLITS}
+    if split_sizes["train"] == 0:
+        raise UserError(f"{root}: the first {num_val_images} images of the training split (data.num_val_images) "
+                        f"are all of its {split_sizes['val']} images, leaving none to train on; lower "
+                        "data.num_val_images (--num-val)")
     return {
         "root": str(root),
         "num_val_images": num_val_images,
-        "split_sizes": {split: len(VG150Index(root, split, num_val_images)) for split in SPLITS},
+        "split_sizes": split_sizes,
         "class_names": list(vocabulary.classes),
         "predicate_names": list(vocabulary.predicates),
         "predicate_frequencies": predicate_frequencies(root, num_val_images).tolist(),

@@ -49,7 +49,20 @@ def load_model(params: Mapping[str, Any], variant: str, checkpoint: str | Path, 
     if report.initialised:
         raise UserError(f"{checkpoint}: has no weights for {list(report.initialised)[:5]}; evaluate a trained "
                         "IterativeSG checkpoint of this variant")
+    non_finite = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite:
+        raise UserError(f"{checkpoint}: {len(non_finite)} weight tensors hold NaN or infinite values (first: "
+                        f"{non_finite[0]}); the training diverged: evaluate an earlier checkpoint")
     return model.eval().to(device)
+
+
+def _check_finite(outputs: Mapping[str, Any], batch_index: int) -> None:
+    """Non-finite scores or boxes would rank arbitrarily: stop with the batch that produced them."""
+    for name, value in outputs.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise UserError(f"the model's '{name}' holds NaN or infinite values at batch {batch_index}; the "
+                            "weights or the inputs are broken (with evaluate.precision fp16, try fp32 or bf16)")
 
 
 @torch.inference_mode()
@@ -67,6 +80,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, writer: PredictionsWrite
         start = time.perf_counter()
         with autocast.autocast():
             outputs = model(images)
+        _check_finite(outputs, batch_index)
         predictions = postprocess_scene_graphs(
             outputs, [t["size"].tolist() for t in targets], [t["orig_size"].tolist() for t in targets],
             [t["image_id"] for t in targets])
