@@ -97,8 +97,16 @@ def test_null_recall_is_allowed(tmp_path, good):
 def test_missing_file_and_empty_glob(tmp_path):
     with pytest.raises(UserError, match="no such metrics file"):
         load_metrics([str(tmp_path / "absent.json")])
-    selection = load_metrics([str(tmp_path / "*" / "metrics.json")])
-    assert selection.files == [] and selection.empty_patterns == [str(tmp_path / "*" / "metrics.json")]
+    empty_glob = str(tmp_path / "*" / "metrics.json")
+    with pytest.raises(UserError, match="matched no metrics file"):  # nothing to report
+        load_metrics([empty_glob])
+
+
+def test_an_empty_glob_beside_files_is_noted(tmp_path, good):
+    found = write_json(tmp_path / "a.json", good)
+    empty_glob = str(tmp_path / "*" / "metrics.json")
+    selection = load_metrics([str(found), empty_glob])
+    assert len(selection.files) == 1 and selection.empty_patterns == [empty_glob]
 
 
 def test_two_files_for_one_checkpoint_are_refused(tmp_path, good):

@@ -187,6 +187,9 @@ def load_metrics(patterns: Iterable[str]) -> MetricsSelection:
                 raise UserError(f"{path}: {metrics.variant} at iteration {metrics.iteration} is also in "
                                 f"{files[key].path}; pass only one metrics file per checkpoint")
             files[key] = metrics
+    if empty and not files:
+        raise UserError(f"--metrics {' '.join(empty)}: matched no metrics file; check the pattern (quote it so "
+                        "that itersg, not the shell, expands it) or run the evaluations first")
     return MetricsSelection(list(files.values()), empty)
 
 
