@@ -107,7 +107,9 @@ def _run_metrics(args: argparse.Namespace) -> int:
         write_metrics_json,
     )
     from itersg.evaluation.predictions import PredictionsReader
+    from itersg.files import writable_file
 
+    writable_file(args.out)
     with PredictionsReader(args.predictions) as reader:
         if reader.split != args.split:
             raise UserError(f"{args.predictions} holds predictions for split '{reader.split}' but --split is "

@@ -84,9 +84,12 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
 
     import torch
 
+    from itersg.engine.checkpoint import CheckpointWriteError, atomic_save
+    from itersg.files import writable_file
     from itersg.models.checkpoint_keys import detect_format, load_state, read_state_dict
     from itersg.models.registry import build_model
 
+    writable_file(args.out)
     overrides, level = _model_options(args)
     state = read_state_dict(args.detr)
     if detect_format(state) not in ("detr", "detr-reference"):
@@ -99,10 +102,10 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
                         num_predicates=_num_predicates(args), overrides=overrides, transformer_level=level)
     report = load_state(model, state, args.detr)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, tmp)
-    tmp.replace(out)
+    try:
+        atomic_save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, out)
+    except CheckpointWriteError as err:
+        raise UserError(str(err)) from None
     print(f"wrote {out}: {report.loaded} tensors from {args.detr} ({report.source_format}), "
           f"{len(report.initialised)} freshly initialised (conditioning layers, predicate head)")
     return 0

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from itersg.data.extract import extract_zip, free_bytes
 from itersg.errors import UserError
+from itersg.files import write_text_atomic
 
 MANIFEST = Path(__file__).with_name("manifest.yaml")
 LOCK_NAME = "fetch.lock.json"
@@ -257,20 +257,12 @@ class _Record:
     def put(self, name: str, value: dict) -> None:
         self.entries[name] = value
         text = json.dumps({"comment": self._comment, "entries": self.entries}, indent=2, sort_keys=True)
-        _write_atomic(self.path, text + "\n")
+        write_text_atomic(self.path, text + "\n")
 
 
 def locked_entries(dest: Path) -> dict[str, dict]:
     """What ``dest/fetch.lock.json`` records, by entry name (empty when there is no lock file)."""
     return _Record(Path(dest) / LOCK_NAME, "").entries
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    Path(tmp).replace(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,7 +595,7 @@ class _Fetcher:
                 raise _SourceFailed(f"{url} serves {total:,} bytes, expected {size:,}")
             if size is None and length is not None:
                 self._check_space(entry, length, unpacked)
-            _write_atomic(_sidecar(part), json.dumps({"url": url, "validator": _validator(response.headers)}))
+            write_text_atomic(_sidecar(part), json.dumps({"url": url, "validator": _validator(response.headers)}))
             received = self._stream(entry, url, response, part, start, total)
         if length is not None and received < length:
             raise _Retry(f"connection closed after {start + received:,} of {total:,} bytes")

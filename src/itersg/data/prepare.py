@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from itersg.data.vg150 import (
@@ -18,6 +17,7 @@ from itersg.data.vg150 import (
     predicate_frequencies,
 )
 from itersg.errors import UserError
+from itersg.files import writable_file, write_text_atomic
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -49,10 +49,7 @@ def summarize(root: str | Path, num_val_images: int = 5000) -> dict:
 
 
 def write_summary(root: str | Path, out: str | Path, num_val_images: int = 5000) -> dict:
+    writable_file(out)  # before the work: a folder given for the file is a slip
     summary = summarize(root, num_val_images)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(summary, indent=1))
     return summary

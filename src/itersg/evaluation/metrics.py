@@ -22,6 +22,7 @@ from itersg.errors import UserError
 from itersg.evaluation.detection import CocoBoxEvaluator
 from itersg.evaluation.predictions import PredictionsReader, check_prediction
 from itersg.evaluation.sg_metrics import RECALL_KS, SceneGraphRecall
+from itersg.files import write_text_atomic
 
 GroundTruth = Mapping[int, Mapping[str, Any]]
 
@@ -200,8 +201,4 @@ def _json_safe(value: Any) -> Any:
 
 def write_metrics_json(path: str | os.PathLike, document: Mapping[str, Any]) -> None:
     """Write ``document`` as indented JSON, atomically (temp file in the same directory + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,15 +226,23 @@ def read_c2_pickle(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of a ``.pth`` (``{"model": ...}`` or bare), ``module.`` prefixes removed."""
+    """The state dict of a ``.pth`` (``{"model": ...}`` or bare) or of a ``.pkl`` of numpy arrays (read with
+    the numpy-only unpickler), ``module.`` prefixes removed."""
     path = Path(path)
+    if path.suffix == ".pkl":
+        return {k.removeprefix("module."): torch.as_tensor(v) for k, v in read_c2_pickle(path).items()}
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give the checkpoint file (.pth) inside it") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError):
+        # A complete torch.save file is a zip archive: then the content was refused, else the file is not one.
+        reason = ("it holds objects other than tensors and plain containers, which are not loaded for safety"
+                  if zipfile.is_zipfile(path) else "it is not a (complete) PyTorch checkpoint file")
+        raise UserError(f"{path}: not a usable checkpoint: {reason}; pass a checkpoint written by "
+                        "itersg or the released weights") from None
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from itersg import pipeline
+from itersg.files import write_text_atomic
 
 # Lines that say what went wrong, best first: the CLI's own one-line errors, then exceptions and
 # SLURM's messages (srun's "task N: Exited with exit code" lines say only that something failed).
@@ -51,10 +52,6 @@ def write_failure_metrics(params: Mapping[str, Any], root: Path = Path()) -> lis
                 continue
             record = {"variant": variant, "iteration": int(iteration), "status": "failed",
                       "error": failure_reason(params, variant, iteration, root)}
-            path = out_dir / f"{variant}_{iteration}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_name(f".tmp-{path.name}")
-            temp.write_text(json.dumps(record, indent=1) + "\n")
-            temp.replace(path)
-            written.append(path)
+            written.append(write_text_atomic(out_dir / f"{variant}_{iteration}.json",
+                                             json.dumps(record, indent=1) + "\n"))
     return written

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -12,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from itersg.files import writable_file, write_text_atomic
 from itersg.report import figures, inputs, provenance, tables
 
 DEFAULT_TITLE = "itersg — IterativeSG backbone and detector study"
@@ -156,23 +155,8 @@ def render_html(context: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(request: ReportRequest) -> Path:
     """Read the inputs, render the HTML and write it atomically to ``request.out``."""
+    writable_file(request.out)
     html = render_html(build_context(request))
-    write_atomic(request.out, html)
-    return Path(request.out)
+    return write_text_atomic(request.out, html)
