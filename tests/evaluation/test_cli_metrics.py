@@ -99,6 +99,8 @@ def test_user_mistakes_exit_2(data_dir, predictions_file, tmp_path, capsys):
     assert "does not exist" in error_line(capsys)
     assert run(data_dir, predictions_file, out, "--zero-shot", str(tmp_path / "nope.pytorch")) == 2
     assert "zero-shot triplet file" in error_line(capsys)
+    assert run(tmp_path / "no-data", predictions_file, out) == 2
+    assert "no-data: no such dataset folder (--data)" in error_line(capsys)
     (data_dir / "VG-SGG-dicts-with-attri.json").unlink()
     assert run(data_dir, predictions_file, out) == 2
     assert "VG-SGG-dicts-with-attri.json does not exist" in error_line(capsys)

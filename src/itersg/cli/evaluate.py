@@ -110,6 +110,9 @@ def _run_metrics(args: argparse.Namespace) -> int:
     from itersg.files import writable_file
 
     writable_file(args.out)
+    if not args.data.is_dir():
+        raise UserError(f"{args.data}: no such dataset folder (--data); give the folder of the VG150 files, "
+                        "e.g. resources/vg")
     with PredictionsReader(args.predictions) as reader:
         if reader.split != args.split:
             raise UserError(f"{args.predictions} holds predictions for split '{reader.split}' but --split is "
