@@ -157,7 +157,8 @@ def c2_resnet_key(name: str) -> str | None:
     return f"res{stage}.{block}.{_C2_CONV[branch]}.{_C2_PARAM[param]}"
 
 
-def resnet_from_c2(blobs: Mapping[str, np.ndarray]) -> tuple[dict[str, Tensor], list[str]]:
+def resnet_from_c2(blobs: Mapping[str, np.ndarray], source: str = "Caffe2 weights") -> tuple[dict[str, Tensor],
+                                                                                          list[str]]:
     """Caffe2 blobs -> ResNet state dict (running statistics filled so each FrozenBN is its affine part).
 
     Returns the state dict and the ignored blob names; raises UserError for unknown names.
@@ -173,7 +174,7 @@ def resnet_from_c2(blobs: Mapping[str, np.ndarray]) -> tuple[dict[str, Tensor], 
         else:
             state[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if unknown:
-        raise UserError(f"{len(unknown)} Caffe2 blob(s) are not ResNet weights, e.g. {sorted(unknown)[:3]}; "
+        raise UserError(f"{source}: {len(unknown)} Caffe2 blob(s) are not ResNet weights, e.g. {sorted(unknown)[:3]}; "
                         "expected an MSRA ImageNet ResNet such as R-101.pkl")
     for key in [k for k in state if k.endswith(".norm.weight")]:
         base = key[: -len("weight")]
@@ -325,7 +326,7 @@ def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, 
 
 def load_msra_resnet(backbone: nn.Module, path: str | Path, *, prefix: str = "") -> LoadReport:
     """Load MSRA ``R-101.pkl`` into a ``ResNet`` (``prefix="backbone."`` for a whole model)."""
-    state, ignored = resnet_from_c2(read_c2_pickle(path))
+    state, ignored = resnet_from_c2(read_c2_pickle(path), str(path))
     load_checked(backbone, state, str(path), prefix=prefix)
     return LoadReport("msra", len(state), tuple(ignored))
 
