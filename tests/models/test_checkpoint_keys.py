@@ -360,3 +360,7 @@ def test_a_pkl_that_is_not_arrays_is_a_user_error(tmp_path):
     path.write_bytes(b"not a pickle")
     with pytest.raises(UserError, match="safe pickle"):
         read_c2_pickle(path)
+    path.write_bytes(pickle.dumps({"conv1_w": np.zeros((2, 3, 7, 7)), "fc9000_w": np.zeros(3)}))
+    model = build_model("r101-detr", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
+    with pytest.raises(UserError, match=rf"{path}: 1 Caffe2 blob\(s\) are not ResNet weights"):
+        load_weights(model, path)
