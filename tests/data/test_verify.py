@@ -147,3 +147,18 @@ def test_problems_of_one_kind_are_capped(vg_copy, capsys):
     lines = err.strip().splitlines()
     assert status == 1 and len(lines) == 7  # 5 shown, "... and N more", the summary
     assert lines[5].startswith("... and ") and lines[5].endswith("more relationships problems")
+
+
+def test_decode_checks_the_image_size_that_the_boxes_are_scaled_by(vg_copy, capsys):
+    """image_data.json sizes 3x the JPEG's: only --decode (which opens every image fully) can see it."""
+    path = vg_copy / "image_data.json"
+    records = json.loads(path.read_text())
+    first = records[0]
+    first["width"], first["height"] = 3 * first["width"], 3 * first["height"]
+    path.write_text(json.dumps(records))
+    assert main(["data", "verify", "--root", str(vg_copy)]) == 0
+    capsys.readouterr()
+    assert main(["data", "verify", "--root", str(vg_copy), "--decode"]) == 1
+    err = capsys.readouterr().err
+    real = f"{first['width'] // 3}x{first['height'] // 3}"
+    assert f"{first['image_id']}.jpg: the JPEG is {real} but image_data.json says " in err, err

@@ -180,25 +180,36 @@ def check_zero_shot(root: Path, num_classes: int, num_predicates: int) -> list[s
 
 
 def check_images(root: Path, images: list[dict], rows: np.ndarray, decode: bool) -> list[str]:
-    """Every image that a split uses must exist (and open; fully decode with ``decode``)."""
+    """Every image that a split uses must exist (and open; fully decode with ``decode``).
+
+    With ``decode`` the decoded size must also be the one ``image_data.json`` gives: the h5 boxes are
+    scaled by it, so a wrong size puts every box of the image (and of its predictions) at the wrong
+    scale. VG's own image_data.json has such wrong sizes; Scene-Graph-Benchmark's copy, which the
+    reference uses, has none.
+    """
     files = {}
     for folder in IMAGE_DIRS:
         if (root / folder).is_dir():
             for entry in (root / folder).iterdir():
                 files.setdefault(entry.name, entry)
-    missing, broken = [], []
+    missing, broken, wrong_size = [], [], []
     for row in rows:
-        name = f"{images[row]['image_id']}.jpg"
+        record = images[row]
+        name = f"{record['image_id']}.jpg"
         if name not in files:
             missing.append(name)
             continue
         try:
             with Image.open(files[name]) as image:
                 image.load() if decode else image.verify()
+                if decode and image.size != (record["width"], record["height"]):
+                    wrong_size.append((name, image.size, (record["width"], record["height"])))
         except (OSError, SyntaxError):
             broken.append(name)
     problems = [f"{root / 'VG_100K' / n}: image missing; unpack both image zips into VG_100K" for n in missing]
     problems += [f"{files[n]}: image cannot be decoded; download the image zips again" for n in broken]
+    problems += [f"{files[n]}: the JPEG is {real[0]}x{real[1]} but {IMAGE_DATA_FILE} says {said[0]}x{said[1]}; use "
+                 "Scene-Graph-Benchmark's image_data.json (VG's own has wrong sizes)" for n, real, said in wrong_size]
     return list(_limited(problems, "image problems"))
 
 
