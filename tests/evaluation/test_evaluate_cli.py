@@ -70,3 +70,24 @@ def test_non_finite_weights_are_refused(tmp_path, data_root, capsys):
     err = capsys.readouterr().err
     assert "hold NaN or infinite values" in err and "the training diverged" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "eval").exists()
+
+
+def test_a_broken_dataset_is_one_line_before_any_work(tmp_path, data_root, capsys):
+    import shutil
+
+    import h5py
+
+    broken = tmp_path / "vg"
+    shutil.copytree(data_root, broken)
+    with h5py.File(broken / "VG-SGG-with-attri.h5", "a") as h5:
+        boxes = h5["boxes_1024"][()]
+        del h5["boxes_1024"]
+        h5["boxes_1024"] = boxes[:, :3]  # three columns instead of four
+    torch.save({"model": build_model("r101-detr", num_classes=12, num_predicates=7, overrides=SMALL).state_dict()},
+               tmp_path / "m.pth")
+    args = ["evaluate", "--variant", "r101-detr", "--checkpoint", str(tmp_path / "m.pth"), "--out",
+            str(tmp_path / "eval"), *_settings(data_root), "--set", f"data.root={broken}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "boxes_1024" in err and "itersg data verify --root" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "eval").exists()

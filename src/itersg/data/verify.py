@@ -23,6 +23,7 @@ from itersg.data.vg150 import (
     IMAGE_DIRS,
     ZERO_SHOT_FILE,
 )
+from itersg.errors import UserError
 
 # dataset -> (ndim, allowed dtype kinds, columns or None)
 H5_LAYOUT = {
@@ -213,8 +214,19 @@ def check_images(root: Path, images: list[dict], rows: np.ndarray, decode: bool)
     return list(_limited(problems, "image problems"))
 
 
-def verify(root: str | Path, decode: bool = False) -> tuple[list[str], str]:
-    """All problems of the VG150 folder ``root`` (empty if none) and a one-line summary."""
+def check_structure(root: str | Path) -> None:
+    """The file checks of ``verify`` without opening the images (about a second for VG150): raise the
+    first problem as a UserError. For commands that read the files without the workflow's verify step."""
+    problems, _ = verify(root, images=False)
+    if problems:
+        raise UserError(f"{problems[0]} (`itersg data verify --root {root}` lists every problem)")
+
+
+def verify(root: str | Path, decode: bool = False, images: bool = True) -> tuple[list[str], str]:
+    """All problems of the VG150 folder ``root`` (empty if none) and a one-line summary.
+
+    ``images`` False skips the image files (existence, decoding, sizes).
+    """
     root = Path(root)
     problems = check_files(root)
     if problems:
@@ -226,12 +238,14 @@ def verify(root: str | Path, decode: bool = False) -> tuple[list[str], str]:
         return problems, ""
     problems += check_index(root / H5_FILE, arrays)
     problems += check_labels(root / H5_FILE, arrays, num_classes, num_predicates)
-    images, image_problems = read_image_data(root, len(arrays["split"]))
+    image_records, image_problems = read_image_data(root, len(arrays["split"]))
     problems += image_problems + check_zero_shot(root, num_classes, num_predicates)
     if problems:
         return problems, ""
     used = np.flatnonzero((arrays["img_to_first_box"] >= 0) & np.isin(arrays["split"], (0, 2)))
-    problems += check_images(root, images, used, decode)
+    if not images:
+        return problems, ""
+    problems += check_images(root, image_records, used, decode)
     summary = (f"{root}: OK: {len(arrays['split'])} images ({len(used)} with boxes, all image files present), "
                f"{len(arrays['labels'])} boxes, {len(arrays['predicates'])} relations, {num_classes} classes, "
                f"{num_predicates} predicates")

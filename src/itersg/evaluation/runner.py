@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from itersg.data.dataset import VG150Dataset, collate
 from itersg.data.transforms import eval_transforms
+from itersg.data.verify import check_structure
 from itersg.data.vg150 import VG150Index, load_split_ground_truth, load_vocabulary, load_zero_shot
 from itersg.engine.optim import Precision
 from itersg.errors import UserError
@@ -108,6 +109,7 @@ def evaluate(params: Mapping[str, Any], variant: str, checkpoint: str | Path, sp
     out = Path(out)
     data = params["data"]
     root = Path(data["root"])
+    check_structure(root)
     vocabulary = load_vocabulary(root)
     model = load_model(params, variant, checkpoint, len(vocabulary.classes), len(vocabulary.predicates), device)
     iteration = iteration if iteration is not None else _iteration_of(checkpoint)
