@@ -257,3 +257,15 @@ def test_several_failures_are_all_reported(tmp_path, server, capsys):
     assert "HTTP 404" in err and "HTTP 403" in err
     assert "2 inputs are missing or failed: gone, also-gone" in err
     assert (tmp_path / "dest/weights/good.pth").read_bytes() == good
+
+
+def test_a_destination_that_cannot_be_a_folder_is_one_line(tmp_path, server, capsys):
+    manifest, _ = _one_file(tmp_path, server, payload(SIZE))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert run_fetch(manifest, a_file, "blob") == 2
+    err = capsys.readouterr().err
+    assert err == f"itersg: error: {a_file}: is a file; --dest must be a folder (default: resources)\n"
+    assert run_fetch(manifest, a_file / "sub", "blob") == 2
+    assert "cannot create the folder (Not a directory)" in capsys.readouterr().err
+    assert a_file.read_text() == "x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,8 +74,21 @@ def _run(args: argparse.Namespace) -> int:
         skip_manual=args.skip_manual,
     )
     names = list(manifest.entries) if args.all else args.names
+    _check_destination(args.dest)
     fetch(names, args.dest, manifest=manifest, options=options)
     return 0
+
+
+def _check_destination(dest: Path) -> None:
+    """--dest must be a folder this process can create and write into."""
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: is a file; --dest must be a folder (default: resources)")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{dest}: cannot create the folder ({err.strerror}); choose another --dest") from None
+    if not os.access(dest, os.W_OK):
+        raise UserError(f"{dest}: the folder is not writable; choose another --dest or fix its permissions")
 
 
 def _print_list(manifest: Manifest, dest: Path) -> None:
