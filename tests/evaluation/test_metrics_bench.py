@@ -34,3 +34,12 @@ def test_bench_command_outside_a_source_checkout_times_the_fast_metrics(tmp_path
     assert main(["bench", "metrics", "--images", "20"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_images"] == 20 and result["fast_seconds"] > 0 and "oracle_seconds" not in result
+
+
+def test_box_ap_bench_compares_the_two_implementations():
+    from itersg.evaluation.bench import bench_box_ap
+
+    result = bench_box_ap(40)
+    assert result["faster"]["seconds"] > 0 and result["pycocotools"]["seconds"] > 0
+    assert result["max_abs_difference"] <= 1e-12
+    assert result["faster"]["bbox"].keys() == result["pycocotools"]["bbox"].keys()

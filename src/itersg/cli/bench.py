@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "when run in a source checkout; without one only the fast metrics are timed)")
     metrics.set_defaults(handler=_run_metrics)
 
+    box_ap = verbs.add_parser("box-ap", help="COCO box AP: faster-coco-eval against pycocotools on synthetic images")
+    box_ap.add_argument("--images", type=int, default=5000, help="number of synthetic images (default 5000)")
+    box_ap.add_argument("--no-compare", action="store_true", help="time faster-coco-eval only")
+    box_ap.set_defaults(handler=_run_box_ap)
+
     for name, handler, batch in (("infer", _run_infer, 16), ("train", _run_train, 12)):
         verb = verbs.add_parser(name, help=f"model {name} speed on random images")
         verb.add_argument("--variant", default="r101-detr")
@@ -46,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _print(result: dict) -> int:
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _run_box_ap(args: argparse.Namespace) -> int:
+    from itersg.evaluation.bench import bench_box_ap
+
+    return _print(bench_box_ap(args.images, compare=not args.no_compare))
 
 
 def _run_index(args: argparse.Namespace) -> int:

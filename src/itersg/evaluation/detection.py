@@ -5,7 +5,13 @@ original resolution and not clipped, written as XYWH (rounded to 3 decimals, as 
 conversion does), area = w·h, 0-based category ids, ``iscrowd`` 0. Detections = the predictions file's
 boxes, labels and scores, pooled over images. pycocotools does the rest (``maxDets`` 100 per image and
 category, IoU thresholds 0.50:0.95). Results are in percent; NaN where COCO gives -1 (no GT in the
-area range). pycocotools' console output goes to this module's logger at DEBUG level.
+area range).
+
+The COCO evaluation itself runs in faster-coco-eval (``COCOeval_faster``, a C++ port of pycocotools'
+``COCOeval`` with the same algorithm): the tests require AP, AP50, AP75, APs, APm and APl equal to
+pycocotools' on the same inputs up to the last bits of the final mean (at most 1e-12 percent: its
+summation order differs), and it is many times faster on VG-sized test sets (``itersg bench box-ap``,
+docs/benchmarks.md). Its console output goes to this module's logger at DEBUG level.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from faster_coco_eval import COCO, COCOeval_faster
 
 BOX_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 AREA_RANGES = {"APs": (0, 32**2), "APm": (32**2, 96**2), "APl": (96**2, 1e10)}  # COCOeval.Params
@@ -29,10 +35,24 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-class CocoBoxEvaluator:
-    """Pool per-image GT objects and detections with :meth:`add`; :meth:`summarize` runs COCOeval."""
+def _coco_backend(name: str) -> tuple[type, Callable]:
+    """(COCO class, COCOeval factory) of ``name``: "faster" (faster-coco-eval) or "pycocotools"."""
+    if name == "pycocotools":  # the reference implementation, for comparisons (a test dependency)
+        from pycocotools.coco import COCO as PyCOCO
+        from pycocotools.cocoeval import COCOeval
 
-    def __init__(self) -> None:
+        return PyCOCO, lambda gt, dt: COCOeval(gt, dt, "bbox")
+    return COCO, lambda gt, dt: COCOeval_faster(gt, dt, "bbox", print_function=print)
+
+
+class CocoBoxEvaluator:
+    """Pool per-image GT objects and detections with :meth:`add`; :meth:`summarize` runs COCOeval.
+
+    ``backend`` "faster" (default) or "pycocotools" (the reference, for comparisons and benchmarks).
+    """
+
+    def __init__(self, backend: str = "faster") -> None:
+        self.backend = backend
         self._images: list[int] = []
         self._gt: list[dict] = []
         self._detections: list[dict] = []
@@ -60,17 +80,18 @@ class CocoBoxEvaluator:
         if not self._detections:
             return self._without_detections()
         log = io.StringIO()
+        coco_class, make_eval = _coco_backend(self.backend)
         with contextlib.redirect_stdout(log):
-            coco_gt = COCO()
+            coco_gt = coco_class()
             coco_gt.dataset = {"images": [{"id": i} for i in self._images], "annotations": self._gt,
                                "categories": [{"id": c} for c in sorted(self._categories)]}
             coco_gt.createIndex()
             coco_dt = coco_gt.loadRes(self._detections)
-            coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+            coco_eval = make_eval(coco_gt, coco_dt)
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-        logger.debug("pycocotools output:\n%s", log.getvalue())
+        logger.debug("COCOeval output:\n%s", log.getvalue())
         return {key: float(v * 100) if v >= 0 else float("nan")
                 for key, v in zip(BOX_AP_KEYS, coco_eval.stats[:6])}
 
