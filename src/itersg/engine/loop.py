@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from itersg.engine.distributed import all_reduce_sum
+from itersg.engine.distributed import all_reduce_sum, any_rank
 from itersg.engine.optim import Precision, gradient_parameters, to_float32
 from itersg.errors import UserError
 
@@ -51,9 +51,8 @@ def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Op
                clip_max_norm: float) -> tuple[dict[str, Tensor], bool]:
     """One update; returns (detached ``{"loss": total, "loss_<name>": term, ..., "grad_norm": ..}``, finite).
 
-    A step whose loss or gradient norm is not finite is skipped: no optimizer update (the schedule still
-    advances), as the reference's fp16 GradScaler skips such steps. The gradient norm is taken after
-    DDP's all-reduce, so every process makes the same decision.
+    A step whose loss or gradient norm is not finite on any process is skipped: no optimizer update (the
+    schedule still advances), as the reference's fp16 GradScaler skips such steps.
     """
     total, losses, _ = forward_loss(model, criterion, images, targets, precision)
     optimizer.zero_grad(set_to_none=True)
@@ -67,7 +66,10 @@ def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Op
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
     stats["grad_norm"] = grad_norm.detach()
-    finite = bool(torch.isfinite(grad_norm) & torch.isfinite(total))
+    # The gradients are the same on every process after DDP's all-reduce, but a loss term without
+    # gradient may be non-finite on one process only: decide together, so the weights stay equal.
+    [not_finite] = any_rank([not bool(torch.isfinite(grad_norm) & torch.isfinite(total))], total.device)
+    finite = not not_finite
     if finite:
         precision.scaler.step(optimizer)
     precision.scaler.update()
