@@ -1,5 +1,7 @@
 """The index benchmark writes a consistent VG150-layout folder and measures it in a fresh process."""
 
+from pathlib import Path
+
 import h5py
 
 from itersg.data.bench import bench_index
@@ -19,3 +21,14 @@ def test_bench_index_on_a_small_folder(tmp_path):
     relations = test.annotations(0)["relations"]
     assert (relations[:, :2] < len(test.annotations(0)["labels"])).all()
     assert 0 < result["seconds"] < 2 and result["peak_rss_mib"] < 1024
+
+
+def test_loader_bench_times_the_training_data_path(tmp_path):
+    from itersg.config import load_params
+    from itersg.data.bench import bench_loader
+
+    data = load_params(Path(__file__).resolve().parents[2] / "params.yaml", ["mode=full"])["data"]
+    result = bench_loader(tmp_path / "vg", workers=1, transform_sizes=data, num_images=30, batch_size=2, batches=3)
+    assert result["images_timed"] == 6 and result["workers"] == 1
+    assert result["images_per_second"] > 0 and result["cpu_seconds_per_image"] > 0
+    assert (tmp_path / "vg" / "VG-SGG-with-attri.h5").is_file()

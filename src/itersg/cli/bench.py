@@ -28,6 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "when run in a source checkout; without one only the fast metrics are timed)")
     metrics.set_defaults(handler=_run_metrics)
 
+    loader = verbs.add_parser("loader", help="training data path (decode, transform, collate): images/s per worker")
+    loader.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default 4)")
+    loader.add_argument("--images", type=int, default=400, help="synthetic VG-sized images (default 400)")
+    loader.add_argument("--batches", type=int, default=20, help="batches timed after the first (default 20)")
+    loader.add_argument("--batch-size", type=int, default=12)
+    loader.add_argument("--root", type=Path, default=Path("results/bench/vg-loader"),
+                        help="folder for the synthetic images (made on first use)")
+    loader.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params whose data.* sizes (full mode) give the training transform")
+    loader.set_defaults(handler=_run_loader)
+
     box_ap = verbs.add_parser("box-ap", help="COCO box AP: faster-coco-eval against pycocotools on synthetic images")
     box_ap.add_argument("--images", type=int, default=5000, help="number of synthetic images (default 5000)")
     box_ap.add_argument("--no-compare", action="store_true", help="time faster-coco-eval only")
@@ -51,6 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _print(result: dict) -> int:
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _run_loader(args: argparse.Namespace) -> int:
+    from itersg.bench import machine
+    from itersg.config import load_params
+    from itersg.data.bench import bench_loader
+
+    data = load_params(args.params, ["mode=full"])["data"]
+    result = bench_loader(args.root, args.workers, data, args.images, args.batch_size, args.batches)
+    return _print({**result, "machine": machine()})
 
 
 def _run_box_ap(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""How fast and how small opening the VG150 index is, measured on a synthetic h5 of the real size.
+"""How fast and how small opening the VG150 index is, measured on a synthetic h5 of the real size; and
+how many images per second the training data path delivers (``bench_loader``).
 
 The folder holds what the index reads (h5, image_data.json, dicts; no images): 108,073 images,
 ~1.1M boxes, ~620k relations, every dataset of the real h5 with its dtype (so the file is ~150 MB
@@ -11,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
@@ -123,3 +125,57 @@ def bench_index(root: Path, num_images: int = REAL_IMAGES, num_boxes: int = REAL
         raise RuntimeError(f"index benchmark failed:\n{result.stderr}")
     return {"bench": "index", "split": split, "h5_bytes": (root / H5_FILE).stat().st_size,
             **json.loads(result.stdout)}
+
+
+def bench_loader(root: Path, workers: int, transform_sizes: dict, num_images: int = 400, batch_size: int = 12,
+                 batches: int = 20, seed: int = 0) -> dict:
+    """Images per second of the training data path: JPEG decode, the training transform and collate.
+
+    ``root`` gets a synthetic VG150-format dataset with images of VG sizes (longer side 1024) on first
+    use. The training split is read in a seeded random order by a DataLoader with ``workers`` worker
+    processes (0: in this process) and batches of ``batch_size``; the first batch (worker start-up) is
+    not timed. CPU seconds per image count this process and its workers over all images loaded.
+    ``transform_sizes`` holds the ``data.*`` keys of ``train_transforms``.
+    """
+    import resource
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from itersg.data.dataset import VG150Dataset, collate
+    from itersg.data.synth import generate
+    from itersg.data.transforms import train_transforms
+    from itersg.data.vg150 import VG150Index
+
+    root = Path(root)
+    if not (root / H5_FILE).is_file():
+        generate(root, images=num_images, seed=seed, image_size=1024)
+    transform = train_transforms(transform_sizes["train_min_sizes"], transform_sizes["train_max_size"],
+                                 transform_sizes["crop_resize_sizes"], transform_sizes["crop_size"])
+    dataset = VG150Dataset(VG150Index(root, "train", 0), transform)
+
+    def cpu_seconds() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    cpu_start = cpu_seconds()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(seed))
+    batch_iter = iter(loader)
+    next(batch_iter)
+    start = time.perf_counter()
+    loaded = 0
+    for _ in range(batches):
+        try:
+            images, _ = next(batch_iter)
+        except StopIteration:
+            batch_iter = iter(loader)
+            images, _ = next(batch_iter)
+        loaded += len(images)
+    seconds = time.perf_counter() - start
+    del batch_iter  # the workers exit and are waited for: their CPU time counts from here
+    cpu = cpu_seconds() - cpu_start
+    return {"bench": "loader", "workers": workers, "batch_size": batch_size, "images_timed": loaded,
+            "images_per_second": loaded / seconds,
+            "images_per_second_per_worker": loaded / seconds / max(workers, 1),
+            "cpu_seconds_per_image": cpu / (loaded + batch_size), "dataset_images": len(dataset)}
