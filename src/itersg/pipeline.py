@@ -111,8 +111,11 @@ def upstream_jobs(params: Mapping[str, Any], variant: str, iteration: int | str)
     if variant == "r101-detr" and params["detr_weights"]["source"] == "pretrain":
         jobs += [(log_file(params, "replicate_decoder"), replicated_init(params)),
                  (log_file(params, "pretrain_detr"), f"{detr_pretrain_dir(params)}/model_final.pth")]
+    elif variant == "r101-detr":
+        jobs.append((log_file(params, "fetch_detr"), released_detr(params)))
+    data_job = "synth" if params["mode"] == "demo" else "fetch_vg"
     return [*jobs, (log_file(params, "prepare"), prepare_summary(params)),
-            (log_file(params, "verify"), verified_flag(params))]
+            (log_file(params, "verify"), verified_flag(params)), (log_file(params, data_job), vg_files(params)["h5"])]
 
 
 def all_metrics(params: Mapping[str, Any]) -> list[str]:

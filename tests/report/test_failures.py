@@ -48,3 +48,13 @@ def test_an_evaluation_whose_jobs_never_started(tmp_path):
     written = write_failure_metrics(params, tmp_path)
     assert len(written) == len(params["study"]["variants"]) * len(params["study"]["eval_iterations"])
     assert json.loads(written[0].read_text())["error"].startswith("not run: a job it depends on failed")
+
+
+def test_a_failed_download_of_the_released_detr_is_named(tmp_path):
+    params = load_params(ROOT / "params.yaml", ["study.variants=[r101-detr]"])  # full mode: released DETR
+    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params), pipeline.vg_files(params)["h5"]):
+        _touch(tmp_path, path, "{}")
+    _touch(tmp_path, pipeline.log_file(params, "fetch_detr"),
+           "itersg: error: iterativesg-detr-vg must be downloaded by hand; put it at resources/weights/x.pth\n")
+    [first, *_] = write_failure_metrics(params, tmp_path)
+    assert json.loads(first.read_text())["error"].startswith("fetch_detr failed: itersg: error: iterativesg-detr-vg")
