@@ -88,8 +88,9 @@ def direct_pycocotools(images):
     return {key: v * 100 if v >= 0 else float("nan") for key, v in zip(BOX_AP_KEYS, coco_eval.stats)}
 
 
-@pytest.mark.parametrize(("seed", "classes", "max_detections"), [(0, 5, 15), (1, 150, 100), (2, 20, 300)])
-def test_random_detections_agree_with_pycocotools(seed, classes, max_detections):
+@pytest.mark.parametrize(("seed", "classes", "max_detections", "min_ap50"),
+                         [(0, 5, 15, 10), (1, 150, 100, 1), (2, 20, 300, 1)])
+def test_random_detections_agree_with_pycocotools(seed, classes, max_detections, min_ap50):
     rng = np.random.default_rng(seed)
     images = []
     for image_id in range(1, 31):
@@ -103,6 +104,6 @@ def test_random_detections_agree_with_pycocotools(seed, classes, max_detections)
         images.append((image_id, gt, gt_labels, boxes.astype(np.float32), labels,
                        rng.random(m).astype(np.float32)))
     result = evaluate(images)
-    assert 1 < result["AP50"] < 100
+    assert min_ap50 < result["AP50"] < 100  # many random detections per class lower AP50
     # identical but for the last bits of the final mean (a different summation order): 1e-12 percent
     assert result == pytest.approx(direct_pycocotools(images), abs=1e-12, rel=0, nan_ok=True)
