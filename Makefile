@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The whole study on the embedded synthetic VG-format dataset: data, DETR pretraining, training,
-# evaluation and the report (reports/report.html).
+# evaluation and the report (reports/demo/report.html).
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --config mode=demo --cores all
-	@echo "Report: $(abspath reports/report.html)"
+	@echo "Report: $(abspath reports/demo/report.html)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -21,4 +21,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        paths.REPORT,
+        paths.report_file(P),

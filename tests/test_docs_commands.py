@@ -15,14 +15,15 @@ DOCS = ("README.md", "docs/reproduce.md")
 RUN_HERE = {
     "itersg fetch --list",
     "snakemake -n --profile slurm",
+    "snakemake -n",
 }
 # Commands a slow end-to-end test runs (at demo scale), with the test that does.
 RUN_BY_TEST = {
     "make demo": "tests/pipeline/test_demo_dag.py",
     "make test": ".ci/run (this suite itself)",
     "snakemake --profile slurm": "tests/pipeline/test_slurm_pipeline.py",
-    "dvc commit -f": "tests/pipeline/test_dvc.py",
-    "dvc status": "tests/pipeline/test_dvc.py",
+    "dvc commit -f dvc.yaml": "tests/pipeline/test_dvc.py (with the demo's file)",
+    "dvc status dvc.yaml": "tests/pipeline/test_dvc.py (with the demo's file)",
     "dvc push": "tests/pipeline/test_dvc.py",
     "dvc repro --dry": "tests/pipeline/test_dvc.py",
     "dvc repro": "tests/pipeline/test_dvc.py",

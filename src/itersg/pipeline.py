@@ -18,7 +18,24 @@ VG_FILES = (
     "image_data.json",
     "zeroshot_triplet.pytorch",
 )
-REPORT = "reports/report.html"
+
+
+def report_file(params: Mapping[str, Any]) -> str:
+    """The HTML report: ``reports/report.html`` for the study, ``reports/demo/report.html`` for the demo
+    (each mode's own file, so that the study's and the demo's DVC stages never share an output)."""
+    return "reports/report.html" if params["mode"] == "full" else f"reports/{params['mode']}/report.html"
+
+
+class NotASetting:
+    """Text a rule passes to its command as a ``params`` entry although it does not change the results
+    (how processes are started, for example). Snakemake's params rerun trigger records only plain values
+    (str, numbers, lists, ...), so it skips this one: changing it reruns nothing, as under DVC."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def params_stage(rule: str) -> str:

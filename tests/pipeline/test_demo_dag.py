@@ -6,7 +6,7 @@ import pytest
 from pipeline_helpers import ROOT, run
 
 from itersg.config import load_params
-from itersg.pipeline import REPORT, all_metrics, metrics_file
+from itersg.pipeline import all_metrics, metrics_file
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_make_demo_runs_the_dag_to_the_report(tiny_project):
         metrics = json.loads((tiny_project / path).read_text())
         assert metrics["status"] == "ok" and metrics["params"]["total"] > 0
         assert 0 <= metrics["sgdet"]["R@50"] <= 1
-    html = (tiny_project / REPORT).read_text()
+    html = (tiny_project / "reports/demo/report.html").read_text()
     assert 'data-status="not run"' not in html and 'data-status="failed"' not in html
     for variant in params["study"]["variants"]:
         for iteration in params["study"]["eval_iterations"]:

@@ -1,68 +1,265 @@
-"""DVC over the Snakemake DAG: repro, a one-variant parameter change, a no-op, commit after snakemake."""
+"""DVC over the Snakemake DAG: repro, a no-op, commit after snakemake, and, for every key of the params
+schema, the exact stages DVC and Snakemake want to rerun after it changes."""
 
 import json
 import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from pipeline_helpers import run
+from pipeline_helpers import copy_project, run, set_tiny_demo
+
+from itersg.config import load_params, params_schema, resolve_params
+from itersg.dvc_stages import DVC_FILES, dvc_yaml
+from itersg.errors import UserError
+from itersg.pipeline import params_stage
+from itersg.workflow_dag import changed_jobs, rerun_reasons, workflow_jobs
 
 pytestmark = pytest.mark.slow
+DEMO_DVC = str(DVC_FILES["demo"])
 
 
 def _ran_stages(output: str) -> list[str]:
-    return sorted(re.findall(r"Running stage '([^']+)'", output))
+    return sorted(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", output))
 
 
-def test_dvc_repro_reruns_exactly_what_a_parameter_touches(tiny_project):
+def _edit_params(project: Path, edit) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dvc_repro_runs_the_demo_and_reruns_exactly_what_a_parameter_touches(tiny_project):
+    tracked = run(["git", "status", "--porcelain"], tiny_project).stdout
     run(["itersg", "pipeline", "dvc"], tiny_project)
-    first = run(["dvc", "repro"], tiny_project)
-    stages = yaml.safe_load((tiny_project / "dvc.yaml").read_text())["stages"]
+    first = run(["dvc", "repro", DEMO_DVC], tiny_project)
+    stages = yaml.safe_load((tiny_project / DEMO_DVC).read_text())["stages"]
     assert _ran_stages(first.stdout) == sorted(stages)
+    assert (tiny_project / "reports/demo/report.html").is_file()
 
-    noop = run(["dvc", "repro"], tiny_project)
+    noop = run(["dvc", "repro", DEMO_DVC], tiny_project)
     assert _ran_stages(noop.stdout) == []
-    assert run(["dvc", "status"], tiny_project).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert run(["dvc", "status", DEMO_DVC], tiny_project).stdout.strip().endswith("Data and pipelines are up to date.")
 
-    params_path = tiny_project / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["variants"]["r101-detr"]["beta"] = 0.5
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = run(["dvc", "repro"], tiny_project)
+    _edit_params(tiny_project, lambda p: p["variants"]["r101-detr"].update(beta=0.5))
+    rerun = run(["dvc", "repro", DEMO_DVC], tiny_project)
     assert _ran_stages(rerun.stdout) == ["evaluate-r101-detr-16", "evaluate-r101-detr-8", "report", "train-r101-detr"]
-    assert _ran_stages(run(["dvc", "repro"], tiny_project).stdout) == []
+    assert _ran_stages(run(["dvc", "repro", DEMO_DVC], tiny_project).stdout) == []
+    # The study's dvc.yaml was not touched by the demo's runs (only the demo's lock file is new).
+    changed = run(["git", "status", "--porcelain"], tiny_project).stdout
+    assert {line[3:] for line in changed.splitlines()} - {line[3:] for line in tracked.splitlines()} \
+        <= {"demo/", "demo/dvc.lock", "demo/dvc.yaml", "params.yaml"}
 
 
-def test_dvc_commit_takes_over_a_snakemake_run(tiny_project):
-    run(["itersg", "pipeline", "dvc"], tiny_project)
-    run(["snakemake", "--cores", "2"], tiny_project)
-    run(["dvc", "commit", "-f"], tiny_project)
-    assert run(["dvc", "status"], tiny_project).stdout.strip().endswith("Data and pipelines are up to date.")
-    assert _ran_stages(run(["dvc", "repro"], tiny_project).stdout) == []
-    run(["dvc", "push"], tiny_project)
-    assert any((tiny_project / "dvc-remote").rglob("*"))
-
-    # After a training parameter changes, DVC finds the stages that read it changed, and Snakemake reruns
-    # them and everything downstream of them (it reran nothing when the rules did not list the value).
-    params_path = tiny_project / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["demo"]["train"]["lr"] = 1e-4
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc_changed = sorted(json.loads(run(["dvc", "status", "--json"], tiny_project).stdout))
-    assert dvc_changed == ["pretrain-detr", "train-r101-detr", "train-vovnet39-centermask"]
-    snakemake_jobs = _snakemake_jobs(run(["snakemake", "--cores", "2", "-n"], tiny_project).stdout)
-    downstream = ["replicate-decoder", "report", *(f"evaluate-{v}-{i}" for v in ("r101-detr", "vovnet39-centermask")
-                                                   for i in (8, 16))]
-    assert snakemake_jobs == sorted([*dvc_changed, *downstream])
+@pytest.fixture(scope="module")
+def committed_demo(tmp_path_factory) -> Path:
+    """A tiny demo run by Snakemake, then taken over by DVC (`dvc commit`)."""
+    project = copy_project(tmp_path_factory.mktemp("committed") / "project")
+    set_tiny_demo(project)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=project, check=True)
+    run(["itersg", "pipeline", "dvc"], project)
+    run(["snakemake", "--cores", "2"], project)
+    run(["dvc", "commit", "-f", DEMO_DVC], project)
+    return project
 
 
-def _snakemake_jobs(dry_run: str) -> list[str]:
-    """The jobs of a dry run, named as their DVC stages: rule-wildcard values (`all` is not a stage)."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run):
-        match = re.match(r"(?:local)?rule (\w+):", block)
-        if match and match.group(1) != "all":
-            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
-            values = [item.split("=", 1)[1] for item in wildcards.group(1).split(", ")] if wildcards else []
-            jobs.append("-".join([match.group(1).replace("_", "-"), *values]))
-    return sorted(jobs)
+def test_dvc_commit_takes_over_a_snakemake_run(committed_demo):
+    status = run(["dvc", "status", DEMO_DVC], committed_demo).stdout
+    assert status.strip().endswith("Data and pipelines are up to date.")
+    assert _ran_stages(run(["dvc", "repro", DEMO_DVC], committed_demo).stdout) == []
+    run(["dvc", "push"], committed_demo)
+    assert any((committed_demo / "dvc-remote").rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every key of the schema: change it, and DVC and Snakemake must want to rerun exactly the stages its
+# `x-stages` names (for a variant's key: that variant's), plus the jobs that the change adds or rewires;
+# nothing when the demo does not see the change (a key that `demo:` overrides).
+
+
+def _resolved(spec: dict, schema: dict) -> dict:
+    """``spec`` with its ``$ref`` followed; keys written beside the ``$ref`` (its x-stages) win."""
+    while "$ref" in spec:
+        siblings = {key: value for key, value in spec.items() if key != "$ref"}
+        spec = {**schema["$defs"][spec["$ref"].split("/")[-1]], **siblings}
+    return spec
+
+
+def schema_keys() -> Iterator[tuple[str, dict, list[str]]]:
+    """(dotted key, its schema, its x-stages) for every key, demo overrides and every variant's keys included."""
+    schema = params_schema()
+    variant_names = _resolved({"$ref": "#/$defs/variant_name"}, schema)["enum"]
+
+    def walk(key: str, spec: dict, stages: list[str] | None) -> Iterator[tuple[str, dict, list[str]]]:
+        spec = _resolved(spec, schema)
+        stages = spec.get("x-stages", stages)
+        if "properties" in spec:
+            for name, sub in spec["properties"].items():
+                yield from walk(f"{key}.{name}", sub, stages)
+        elif isinstance(spec.get("additionalProperties"), dict):
+            for name in variant_names:
+                yield from walk(f"{key}.{name}", spec["additionalProperties"], stages)
+        else:
+            yield key, spec, stages or []
+
+    for section, spec in schema["properties"].items():
+        if section != "demo":
+            yield from walk(section, spec, None)
+    for section, spec in schema["properties"]["demo"]["properties"].items():
+        section_stages = _resolved(schema["properties"][section], schema).get("x-stages")
+        for key, key_spec, stages in walk(section, spec, section_stages):
+            yield f"demo.{key}", key_spec, stages
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _set(tree: dict, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def _candidates(spec: dict, value: Any, schema: dict) -> list[Any]:
+    """Other values of a key's type, nearest first (the first one params validation accepts is used)."""
+    spec = _resolved(spec, schema)
+    if "enum" in spec:
+        return [choice for choice in spec["enum"] if choice != value]
+    kind = spec.get("type")
+    if kind == "boolean":
+        return [not value]
+    if kind == "integer":
+        return [value + 1, value - 1, value * 2]
+    if kind == "number":
+        return [value * 2, value / 2, value + 1]
+    if kind == "string":
+        return [f"{value}-changed"]
+    if kind == "array":
+        items = _resolved(spec.get("items", {}), schema)
+        if "enum" in items:
+            others = [choice for choice in items["enum"] if choice not in value]
+            return [value[:-1], *([[*value, others[0]]] if others else [])]
+        return [value[:-1], [*value, value[-1] + 8], [v + 8 for v in value]]
+    if kind == "object":
+        return [{**value, "dropout": 0.25}]
+    raise AssertionError(f"no change known for a {kind} key")
+
+
+def _change(project: Path, key: str, spec: dict, schema: dict) -> Any:
+    """Write the first valid changed value of ``key`` into params.yaml; return the value."""
+    path = project / "params.yaml"
+    original = yaml.safe_load(path.read_text())
+    current = _get(resolve_params({**original, "mode": "demo"}), key.removeprefix("demo."))
+    if key.startswith("demo.") and _get(original, key) is not None:
+        current = _get(original, key)
+    elif not key.startswith("demo."):
+        current = _get(resolve_params({**original, "mode": "full"}), key)
+    for value in _candidates(spec, current, schema):
+        changed = json.loads(json.dumps(original))
+        _set(changed, key, value)
+        try:
+            resolve_params({**changed, "mode": "demo"})
+            resolve_params({**changed, "mode": "full"})
+        except UserError:
+            continue
+        path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        return value
+    raise AssertionError(f"{key}: no valid other value among {_candidates(spec, current, schema)}")
+
+
+def _job_files(project: Path) -> dict[str, tuple[list[str], list[str]]]:
+    return {job.stage_name: (sorted(job.inputs), sorted(job.outputs)) for job in workflow_jobs(project, "demo")}
+
+
+def _expected(project: Path, key: str, stages: list[str], before: dict, after: dict, demo_before: dict,
+              demo_after: dict) -> set[str]:
+    """The stages the change of ``key`` must rerun (in the demo's DAG after the change)."""
+    read_as = key.removeprefix("demo.")
+    expected = {name for name, files in after.items() if before.get(name) != files}  # new or rewired jobs
+    if _get(demo_before, read_as) == _get(demo_after, read_as):
+        return expected
+    variant = read_as.split(".")[1] if read_as.startswith("variants.") else None
+    for job in workflow_jobs(project, "demo"):
+        if ("all" in stages or params_stage(job.rule) in stages) and variant in (None, job.wildcards.get("variant")):
+            expected.add(job.stage_name)
+    return expected
+
+
+def _dvc_changed(project: Path) -> set[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {name.rsplit(":", 1)[-1] for name in repo.status(targets=[str(project / DEMO_DVC)])}
+
+
+def _downstream(direct: set[str], jobs: dict[str, tuple[list[str], list[str]]]) -> set[str]:
+    closure = set(direct)
+    while True:
+        made = {out for name in closure for out in jobs[name][1]}
+        more = {name for name, (inputs, _) in jobs.items() if set(inputs) & made} - closure
+        if not more:
+            return closure
+        closure |= more
+
+
+def test_every_schema_key_reruns_exactly_the_stages_it_names(committed_demo):
+    project, schema = committed_demo, params_schema()
+    params_text = (project / "params.yaml").read_text()
+    dvc_text = (project / DEMO_DVC).read_text()
+    before = _job_files(project)
+    demo_before = resolve_params({**yaml.safe_load(params_text), "mode": "demo"})
+    assert _dvc_changed(project) == set() and rerun_reasons(project, "demo") == {}
+    keys = list(schema_keys())
+    assert len(keys) > 100 and {"data.crop_resize_sizes", "demo.train.lr", "variants.r101-detr.beta"} <= {
+        k for k, _, _ in keys}
+    mismatches = []
+    try:
+        for key, spec, stages in keys:
+            value = _change(project, key, spec, schema)
+            (project / DEMO_DVC).write_text(dvc_yaml(project, load_params(project / "params.yaml", ["mode=full"]),
+                                                     "demo"))
+            after = _job_files(project)
+            demo_after = resolve_params({**yaml.safe_load((project / "params.yaml").read_text()), "mode": "demo"})
+            expected = _expected(project, key, stages, before, after, demo_before, demo_after)
+            reasons = rerun_reasons(project, "demo")
+            snakemake_direct = set(changed_jobs(project, "demo"))
+            found = {"dvc": _dvc_changed(project), "snakemake": snakemake_direct}
+            if found["dvc"] != expected or found["snakemake"] != expected \
+                    or set(reasons) != _downstream(expected, after):
+                mismatches.append(f"{key}={value!r}: expected {sorted(expected)}, DVC {sorted(found['dvc'])}, "
+                                  f"Snakemake {sorted(snakemake_direct)} (all {sorted(reasons)})")
+            (project / "params.yaml").write_text(params_text)
+            (project / DEMO_DVC).write_text(dvc_text)
+    finally:
+        (project / "params.yaml").write_text(params_text)
+        (project / DEMO_DVC).write_text(dvc_text)
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_the_studys_dvc_yaml_lists_each_key_where_its_x_stages_say():
+    """The study's own file (which cannot run here): a key (or the variant it belongs to) is a param of
+    exactly the stages of its x-stages."""
+    root = Path(__file__).resolve().parents[2]
+    stages = yaml.safe_load((root / DVC_FILES["full"]).read_text())["stages"]
+    jobs = workflow_jobs(root, "full")
+    for key, _, key_stages in schema_keys():
+        if key.startswith("demo."):
+            continue
+        variant = key.split(".")[1] if key.startswith("variants.") else None
+        listing = {name for name, stage in stages.items()
+                   if any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))}
+        named = {job.stage_name for job in jobs if ("all" in key_stages or params_stage(job.rule) in key_stages)
+                 and variant in (None, job.wildcards.get("variant"))}
+        assert listing == named, key

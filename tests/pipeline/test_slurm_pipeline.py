@@ -11,7 +11,7 @@ from pipeline_helpers import run, with_venv
 from slurm_cluster import LocalSlurm, accounting_available, slurm_available
 
 from itersg.config import load_params
-from itersg.pipeline import REPORT, all_metrics, metrics_file, replicated_init, train_dir
+from itersg.pipeline import all_metrics, metrics_file, replicated_init, train_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]
@@ -52,7 +52,7 @@ def test_snakemake_profile_slurm_runs_the_demo_to_the_report(tiny_project, slurm
     params = load_params(tiny_project / "params.yaml")
     for path in all_metrics(params):
         assert json.loads((tiny_project / path).read_text())["status"] == "ok"
-    assert (tiny_project / REPORT).is_file()
+    assert (tiny_project / "reports/demo/report.html").is_file()
     # every job went through sbatch and its log was kept, and the accounting database saw each one finish
     job_logs = list((tiny_project / "logs" / "slurm").rglob("*.log"))
     assert len(job_logs) >= 8
@@ -111,7 +111,7 @@ def test_a_variant_that_fails_for_good_is_reported_as_failed(tiny_project, slurm
         metrics = json.loads((tiny_project / metrics_file(params, "vovnet39-centermask", iteration)).read_text())
         assert metrics["status"] == "ok"
         assert not (tiny_project / metrics_file(params, "r101-detr", iteration)).exists()
-    page = (tiny_project / REPORT).read_text()
+    page = (tiny_project / "reports/demo/report.html").read_text()
     # every table of the report shows each r101-detr evaluation as failed, with the training's error
     failed_cells = re.findall(r'data-variant="([^"]+)" data-iteration="(\d+)" data-status="failed">failed: '
                               r"<code>([^<]*)<", page)

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from itersg.config import load_params, stage_keys
-from itersg.dvc_stages import _parse_dry_run, dvc_yaml, snakemake_jobs
+from itersg.dvc_stages import DVC_FILES, stale_dvc_files
+from itersg.workflow_dag import workflow_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,21 +27,26 @@ def test_snakemake_lint_is_clean(mode):
 
 def test_full_dag_covers_every_variant_and_checkpoint():
     params = load_params(ROOT / "params.yaml")
-    jobs = snakemake_jobs(ROOT)
+    jobs = workflow_jobs(ROOT, "full")
     trained = sorted(job.wildcards["variant"] for job in jobs if job.rule == "train")
     evaluated = sorted((j.wildcards["variant"], int(j.wildcards["iteration"])) for j in jobs if j.rule == "evaluate")
     assert trained == sorted(params["study"]["variants"])
     assert evaluated == sorted((v, i) for v in trained for i in params["study"]["eval_iterations"])
 
 
-def test_committed_dvc_yaml_is_generated_from_the_workflow():
-    params = load_params(ROOT / "params.yaml")
-    assert (ROOT / "dvc.yaml").read_text() == dvc_yaml(ROOT, params), "run `itersg pipeline dvc`"
+def test_committed_dvc_files_are_generated_from_the_workflow():
+    params = load_params(ROOT / "params.yaml", ["mode=full"])
+    assert stale_dvc_files(ROOT, params) == [], "run `itersg pipeline dvc`"
 
 
-def test_dvc_stages_have_exactly_the_snakemake_inputs_and_outputs():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    jobs = {job.stage_name: job for job in snakemake_jobs(ROOT)}
+def _stages(mode: str) -> dict:
+    return yaml.safe_load((ROOT / DVC_FILES[mode]).read_text())["stages"]
+
+
+@pytest.mark.parametrize("mode", ["full", "demo"])
+def test_dvc_stages_have_exactly_the_snakemake_inputs_and_outputs(mode):
+    stages = _stages(mode)
+    jobs = {job.stage_name: job for job in workflow_jobs(ROOT, mode)}
     assert set(stages) == set(jobs)
     for name, stage in stages.items():
         job = jobs[name]
@@ -48,19 +54,27 @@ def test_dvc_stages_have_exactly_the_snakemake_inputs_and_outputs():
         outs = stage.get("outs", []) + [next(iter(m)) for m in stage.get("metrics", [])]
         assert sorted(file_deps) == sorted(job.inputs), name
         assert sorted(outs) == sorted(job.outputs), name
-        assert stage["cmd"].split()[:5] == ["itersg", "pipeline", "run", "--rule", job.rule]
+        assert stage["cmd"].split()[:7] == ["itersg", "pipeline", "run", "--mode", mode, "--rule", job.rule]
+        assert stage.get("wdir", ".") == ("." if mode == "full" else ".."), name
 
 
-def test_variant_settings_are_params_of_only_that_variants_stages():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        variant_keys = [p for p in stage.get("params", []) if str(p).startswith("variants.")]
+@pytest.mark.parametrize("mode", ["full", "demo"])
+def test_variant_settings_are_params_of_only_that_variants_stages(mode):
+    for name, stage in _stages(mode).items():
+        keys = [p.removeprefix("demo.") for p in stage.get("params", [])]
+        variant_keys = {p.split(".")[1] for p in keys if p.startswith("variants.")}
         if name.startswith(("train-", "evaluate-")):
             variant = name.split("-", 1)[1]
-            assert any(variant.startswith(k.removeprefix("variants.")) for k in variant_keys), name
-            assert len(variant_keys) == 1
+            assert len(variant_keys) == 1 and variant.startswith(variant_keys.pop()), name
         else:
-            assert variant_keys == [], name
+            assert variant_keys == set(), name
+
+
+def test_the_demo_stages_read_a_key_through_its_demo_override_only():
+    train = _stages("demo")["train-r101-detr"]["params"]
+    assert "demo.train.lr" in train and "train.lr" not in train
+    assert "loss.class_weight" in train  # not overridden: the study's value
+    assert "demo.model.overrides.hidden_dim" in train  # mappings merge: key by key
 
 
 def test_training_stages_list_every_key_that_changes_training():
@@ -72,16 +86,6 @@ def test_training_stages_list_every_key_that_changes_training():
     for name, stage in stages.items():
         if name.startswith("train-"):
             assert set(train_keys) <= set(stage["params"]), name
-
-
-def test_dry_run_parser_reads_wildcards_and_files():
-    text = (
-        "rule evaluate:\n    input: a.pth\n    output: m.json, p.h5\n    wildcards: variant=r101-detr, "
-        "iteration=100\n\nlocalrule report:\n    input: m.json\n    output: r.html\n"
-    )
-    jobs = list(_parse_dry_run(text))
-    assert [j.stage_name for j in jobs] == ["evaluate-r101-detr-100", "report"]
-    assert jobs[0].outputs == ["m.json", "p.h5"] and jobs[1].inputs == ["m.json"]
 
 
 def test_slurm_profile_is_found_from_the_root_by_name():

@@ -1,4 +1,5 @@
 # Helpers shared by the rules: the resolved params and the paths of every output (itersg.pipeline).
+import json
 import os
 
 import itersg.pipeline as paths
@@ -7,7 +8,8 @@ from itersg.config import resolve_params, stage_values
 from snakemake.utils import validate
 
 
-validate(config, schema="../schemas/params.schema.yaml")
+# Without set_default: filling defaults into `demo:` would make them overrides of the study's values.
+validate(config, schema="../schemas/params.schema.yaml", set_default=False)
 P = resolve_params(config)
 MODE = P["mode"]
 # Every itersg call sees the same params as this workflow (including a `--config mode=...` override).
@@ -21,8 +23,14 @@ wildcard_constraints:
 
 def settings_of(rule_name):
     """The values of every params key the rule's results depend on (its schema stage's keys). Listed as
-    the rule's `params`, so that Snakemake reruns its jobs when one changes, as `dvc repro` does."""
-    return stage_values(P, paths.params_stage(rule_name))
+    the rule's `params`, so that Snakemake reruns its jobs when one changes, as `dvc repro` does. As JSON
+    with sorted keys: Snakemake compares the text, and a merged mapping's key order is not a change."""
+    return json.dumps(stage_values(P, paths.params_stage(rule_name)), sort_keys=True)
+
+
+def variant_settings(wildcards):
+    """The variant's own settings (`variants.<name>`), listed like `settings_of` by its jobs only."""
+    return json.dumps(P["variants"][wildcards.variant], sort_keys=True)
 
 
 def log_path(rule_name, wildcard_part=""):
@@ -49,7 +57,7 @@ def init_arg(wildcards, input):
 # Training jobs: one process per GPU on each node, started by `itersg launch`; their SLURM request
 # (nodes, tasks per node, GPUs per node, CPUs per process, memory, time-limit warning, runtime per
 # attempt) comes from itersg.slurm.
-LAUNCH = f"itersg launch {slurm.launcher_args(P)} --"
+LAUNCH = paths.NotASetting(f"itersg launch {slurm.launcher_args(P)} --")
 TRAINING_RESOURCES = slurm.training_resources(P)
 
 

@@ -8,7 +8,7 @@ rule evaluate:
         metrics=paths.metrics_file(P, "{variant}", "{iteration}"),
     params:
         settings=settings_of("evaluate"),
-        variant_settings=lambda wildcards: P["variants"][wildcards.variant],
+        variant_settings=variant_settings,
         itersg_args=ITERSG_ARGS,
         checkpoint=lambda wildcards: paths.checkpoint(P, wildcards.variant, wildcards.iteration),
         out=lambda wildcards, output: os.path.dirname(output.metrics),

@@ -22,7 +22,7 @@ rule report:
         metrics=paths.all_metrics(P),
         summary=paths.prepare_summary(P),
     output:
-        html=paths.REPORT,
+        html=paths.report_file(P),
     params:
         settings=settings_of("report"),
         options=REPORT_OPTIONS,
@@ -46,6 +46,6 @@ onerror:
         os.makedirs(os.path.dirname(log_path("report")), exist_ok=True)
         shell(
             f"itersg report --metrics {' '.join(map(str, done + failed))} {prepare} {REPORT_OPTIONS}"
-            f" --out {paths.REPORT} > {log_path('report')} 2>&1"
-            f" && echo 'itersg: {len(failed)} evaluation(s) failed; the report shows them: {paths.REPORT}'"
+            f" --out {paths.report_file(P)} > {log_path('report')} 2>&1"
+            f" && echo 'itersg: {len(failed)} evaluation(s) failed; the report shows them: {paths.report_file(P)}'"
         )

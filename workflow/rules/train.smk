@@ -15,7 +15,7 @@ rule train:
         out=lambda wildcards, output: os.path.dirname(output.weights),
         init=init_arg,
         # Listed so that a change of this variant's settings reruns only this variant.
-        variant_settings=lambda wildcards: P["variants"][wildcards.variant],
+        variant_settings=variant_settings,
     log:
         log_path("train", "{variant}"),
     benchmark:
