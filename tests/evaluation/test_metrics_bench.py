@@ -43,3 +43,20 @@ def test_box_ap_bench_compares_the_two_implementations():
     assert result["faster"]["seconds"] > 0 and result["pycocotools"]["seconds"] > 0
     assert result["max_abs_difference"] <= 1e-12
     assert result["faster"]["bbox"].keys() == result["pycocotools"]["bbox"].keys()
+
+
+def test_evaluate_bench_times_every_step_of_the_evaluation_after_the_model(tmp_path, capsys):
+    import json
+
+    from itersg.cli import main
+
+    assert main(["bench", "evaluate", "--images", "30", "--folder", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    ms = result["ms_per_image"]
+    assert set(ms) == {"postprocess", "write_predictions", "read_and_metrics", "total"}
+    assert all(value > 0 for value in ms.values())
+    assert abs(ms["total"] - sum(v for k, v in ms.items() if k != "total")) < 1e-9
+    assert result["predictions_bytes_per_image"] > 1000 and result["threads"] == 1
+    # the synthetic outputs sit on the GT boxes: the post-processed graphs find part of the GT
+    assert 0 < result["R@100"] < 100 and 0 < result["AP"] < 100
+    assert list(tmp_path.iterdir()) == []  # the predictions file was temporary

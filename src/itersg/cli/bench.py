@@ -1,4 +1,4 @@
-"""`itersg bench index|metrics|infer|train`: measurements for docs/benchmarks.md (JSON on stdout)."""
+"""`itersg bench VERB`: measurements for docs/benchmarks.md (JSON on stdout)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     box_ap.add_argument("--no-compare", action="store_true", help="time faster-coco-eval only")
     box_ap.set_defaults(handler=_run_box_ap)
 
+    evaluate = verbs.add_parser("evaluate", help="evaluation's CPU work after the model (post-processing, "
+                                "predictions file, metrics): ms/image on one thread")
+    evaluate.add_argument("--images", type=int, default=1000, help="number of synthetic images (default 1000)")
+    evaluate.add_argument("--folder", type=Path, default=None,
+                          help="where the temporary predictions file goes (default: the system's temp folder)")
+    evaluate.set_defaults(handler=_run_evaluate)
+
     for name, handler, batch in (("infer", _run_infer, 16), ("train", _run_train, 12)):
         verb = verbs.add_parser(name, help=f"model {name} speed on random images")
         verb.add_argument("--variant", default="r101-detr")
@@ -78,6 +85,13 @@ def _run_box_ap(args: argparse.Namespace) -> int:
     from itersg.evaluation.bench import bench_box_ap
 
     return _print(bench_box_ap(args.images, compare=not args.no_compare))
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from itersg.bench import machine
+    from itersg.evaluation.bench import bench_evaluate
+
+    return _print({**bench_evaluate(args.images, folder=args.folder), "machine": machine()})
 
 
 def _run_index(args: argparse.Namespace) -> int:

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
-from torchvision.transforms.v2.functional import pil_to_tensor
 
+from itersg.data.image_io import read_image
 from itersg.data.transforms import apply
 from itersg.data.vg150 import VG150Index
-from itersg.errors import UserError
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 [3, H, W] RGB, EXIF orientation applied (as detectron2's ``read_image``)."""
-    try:
-        with Image.open(path) as file:
-            return pil_to_tensor(ImageOps.exif_transpose(file).convert("RGB"))
-    except OSError as err:
-        raise UserError(f"{path}: cannot decode the image ({err}); download it again") from None
 
 
 class VG150Dataset(Dataset):

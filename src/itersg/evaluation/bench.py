@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -122,3 +123,75 @@ def bench_box_ap(num_images: int = 5000, seed: int = 0, compare: bool = True) ->
         result["max_abs_difference"] = max(_difference(result["faster"]["bbox"][k], result["pycocotools"]["bbox"][k])
                                            for k in result["faster"]["bbox"])
     return result
+
+
+def synthetic_model_outputs(rng: np.random.Generator, gt: Mapping[str, np.ndarray], image_size: tuple[int, int],
+                            orig_size: tuple[int, int], num_queries: int = 300, num_classes: int = 150,
+                            num_predicates: int = 50) -> dict:
+    """IterativeSG outputs of one image (batch of 1) at the reference's sizes: 300 relation queries,
+    subject/object logits [1, Q, K + 1], predicate logits [1, Q, R + 1], normalised cxcywh boxes [1, Q, 4].
+
+    Boxes are jittered copies of the GT boxes (each used by several queries, so that the entity merge has
+    real duplicates to merge) and random boxes; the logits favour the GT labels for the copies.
+    """
+    import torch
+
+    height, width = orig_size
+    scale = np.array([width, height, width, height], dtype=np.float32)
+    outputs = {}
+    for role in ("sub", "obj"):
+        picks = rng.integers(0, len(gt["boxes"]), num_queries)
+        boxes = gt["boxes"][picks] + rng.normal(0, 4, (num_queries, 4))
+        random = rng.random(num_queries) < 0.3
+        boxes[random] = _random_boxes(rng, int(random.sum()), width, height)
+        boxes = np.clip(boxes, 0, scale)
+        cxcywh = np.column_stack([(boxes[:, :2] + boxes[:, 2:]) / 2, np.abs(boxes[:, 2:] - boxes[:, :2]) + 1])
+        outputs[f"pred_{role}_boxes"] = torch.from_numpy((cxcywh / scale).astype(np.float32))[None]
+        logits = rng.normal(0, 1, (num_queries, num_classes + 1)).astype(np.float32)
+        logits[np.arange(num_queries), gt["labels"][picks]] += 4
+        outputs[f"pred_{role}_logits"] = torch.from_numpy(logits)[None]
+    outputs["pred_rel_logits"] = torch.from_numpy(
+        rng.normal(0, 2, (1, num_queries, num_predicates + 1)).astype(np.float32))
+    return outputs
+
+
+def bench_evaluate(num_images: int = 1000, seed: int = 0, folder: str | None = None) -> dict:
+    """CPU milliseconds per image of the evaluation's work after the model, on one thread: the
+    post-processing of IterativeSG outputs (300 queries), writing the predictions file, reading it back
+    and both metrics (scene-graph recalls and COCO box AP), on synthetic VG-sized images. The recall and AP
+    of the synthetic outputs are returned too, to show that the work measured is the real one."""
+    import tempfile
+
+    import torch
+
+    from itersg.evaluation.metrics import compute_metrics
+    from itersg.evaluation.predictions import PredictionsReader, PredictionsWriter
+    from itersg.models.postprocess import postprocess_scene_graphs
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    images, zero_shot = synthetic_evaluation_set(num_images, seed)
+    ground_truth = {i: gt for i, (gt, _) in enumerate(images)}
+    sizes = [(int(rng.integers(375, 1024)), int(rng.integers(500, 1280))) for _ in images]
+    outputs = [synthetic_model_outputs(rng, gt, (800, 1066), size) for (gt, _), size in zip(images, sizes)]
+    seconds = {}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / "predictions.h5"
+        start = time.perf_counter()
+        predictions = [postprocess_scene_graphs(out, [(800, 1066)], [size], [i])[0]
+                       for i, (out, size) in enumerate(zip(outputs, sizes))]
+        seconds["postprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with PredictionsWriter(path, variant="bench", iteration=0, split="test") as writer:
+            for prediction in predictions:
+                writer.add(prediction)
+        seconds["write_predictions"] = time.perf_counter() - start
+        file_bytes = path.stat().st_size
+        start = time.perf_counter()
+        with PredictionsReader(path) as reader:
+            metrics = compute_metrics(reader, ground_truth, zero_shot + 1, [f"p{i}" for i in range(50)])
+        seconds["read_and_metrics"] = time.perf_counter() - start
+    ms = {name: 1000 * value / num_images for name, value in seconds.items()}
+    return {"num_images": num_images, "threads": 1, "ms_per_image": {**ms, "total": sum(ms.values())},
+            "predictions_bytes_per_image": file_bytes / num_images,
+            "R@100": metrics["sgdet"]["R@100"], "AP": metrics["bbox"]["AP"]}
