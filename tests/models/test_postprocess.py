@@ -149,3 +149,30 @@ def test_detr_detections_are_scaled_to_the_original_image():
     assert result["image_id"] == 3 and result["labels"].tolist() == [2]
     assert result["scores"].tolist() == pytest.approx([0.7])
     torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 25.0, 150.0, 75.0]]))
+
+
+def _merge_entities_dense(boxes, scores, labels, iou_threshold):
+    """The reference's way: IoU of every box with every kept box, other classes masked with -1."""
+    from torchvision.ops import batched_nms
+
+    keep = batched_nms(boxes.float(), scores, labels, iou_threshold)
+    iou = pairwise_iou(boxes, boxes[keep]).masked_fill(labels[:, None] != labels[keep][None, :], -1.0)
+    return keep, iou.argmax(dim=1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_entities_equals_the_dense_all_pairs_version(seed):
+    from itersg.models.postprocess import merge_entities
+
+    generator = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 600, (1,), generator=generator))
+    corners = torch.rand(n, 2, generator=generator) * 0.8
+    boxes = torch.cat([corners, corners + 0.02 + torch.rand(n, 2, generator=generator) * 0.3], dim=1)
+    duplicates = torch.randint(0, n, (n // 3,), generator=generator)  # exact copies: IoU ties
+    boxes[torch.randint(0, n, (n // 3,), generator=generator)] = boxes[duplicates]
+    labels = torch.randint(0, 1 + seed % 7 * 20, (n,), generator=generator)
+    scores = torch.rand(n, generator=generator).round(decimals=1)  # score ties too
+    keep, assignment = merge_entities(boxes, scores, labels, 0.5)
+    dense_keep, dense_assignment = _merge_entities_dense(boxes, scores, labels, 0.5)
+    assert keep.equal(dense_keep)
+    assert assignment.equal(dense_assignment)

@@ -23,31 +23,58 @@ from torchvision.ops import batched_nms, box_convert
 Sizes = Sequence[Sequence[int]] | Tensor  # (H, W) per image, [B, 2]
 
 
+def _iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of x1y1x2y2 boxes that broadcast against each other (detectron2's ``pairwise_iou`` formula:
+    continuous areas, 0 where the boxes do not intersect)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    top_left = torch.max(boxes1[..., :2], boxes2[..., :2])
+    bottom_right = torch.min(boxes1[..., 2:], boxes2[..., 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    return torch.where(inter > 0, inter / (area1 + area2 - inter), torch.zeros_like(inter))
+
+
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU [N, M] of x1y1x2y2 boxes; 0 where the boxes do not intersect (detectron2's convention)."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    top_left = torch.max(boxes1[:, None, :2], boxes2[:, :2])
-    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)  # [N, M]
-    return torch.where(inter > 0, inter / (area1[:, None] + area2 - inter), torch.zeros_like(inter))
+    return _iou(boxes1[:, None, :], boxes2[None, :, :])
+
+
+def _same_class_pairs(labels: Tensor, kept_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every (box, kept box) pair of the same class: two [P] index tensors, kept positions ascending
+    within each box's run. Each class of ``labels`` has at least one kept box (NMS keeps its best)."""
+    order = torch.sort(kept_labels, stable=True).indices  # by class, score order within a class
+    sorted_labels = kept_labels[order]
+    first = torch.searchsorted(sorted_labels, labels)
+    counts = torch.searchsorted(sorted_labels, labels, right=True) - first
+    box = torch.repeat_interleave(torch.arange(len(labels), device=labels.device), counts)
+    run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    within = torch.arange(len(box), device=labels.device) - run_start
+    return box, order[first[box] + within]
 
 
 def merge_entities(boxes: Tensor, scores: Tensor, labels: Tensor,
                    iou_threshold: float) -> tuple[Tensor, Tensor]:
     """Class-aware NMS and the mapping of every box to a kept box.
 
+    Only same-class (box, kept box) pairs are compared (the reference compares all pairs and masks the
+    others; the result is the same, at a fraction of the cost on 600 boxes).
+
     Args:
         boxes: [N, 4] x1y1x2y2; scores, labels: [N].
 
     Returns:
         keep: [K] indices of the kept boxes, by decreasing score;
-        assignment: [N] position in ``keep`` of the same-class kept box with the highest IoU.
+        assignment: [N] position in ``keep`` of the same-class kept box with the highest IoU (ties: the
+        first, i.e. the higher score).
     """
     keep = batched_nms(boxes.float(), scores, labels, iou_threshold)
-    iou = pairwise_iou(boxes, boxes[keep])  # [N, K]
-    iou = iou.masked_fill(labels[:, None] != labels[keep][None, :], -1.0)
-    return keep, iou.argmax(dim=1)  # argmax returns the first maximum: ties go to the higher score
+    box, kept = _same_class_pairs(labels, labels[keep])
+    iou = _iou(boxes[box], boxes[keep][kept])
+    best = torch.full((len(boxes),), -1.0, dtype=iou.dtype, device=iou.device)
+    best = best.scatter_reduce(0, box, iou, reduce="amax")
+    candidates = torch.where(iou == best[box], kept, len(keep))
+    assignment = torch.full((len(boxes),), len(keep), dtype=kept.dtype, device=kept.device)
+    return keep, assignment.scatter_reduce(0, box, candidates, reduce="amin")
 
 
 def first_occurrences(keys: Tensor) -> Tensor:
