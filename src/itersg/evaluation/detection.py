@@ -68,10 +68,13 @@ class CocoBoxEvaluator:
         for box, label, area in zip(gt_xywh.tolist(), np.asarray(gt_labels).tolist(), areas):
             self._gt.append({"id": len(self._gt) + 1, "image_id": image_id, "category_id": label,
                              "bbox": [round(v, 3) for v in box], "area": area, "iscrowd": 0})
-        for box, label, score in zip(_xywh(boxes).tolist(), np.asarray(labels).tolist(),
-                                     np.asarray(scores).tolist()):
-            self._detections.append({"image_id": image_id, "category_id": label, "bbox": box,
-                                     "score": score})
+        dt_xywh = _xywh(boxes)
+        dt_areas = (dt_xywh[:, 2].astype(np.float64) * dt_xywh[:, 3]).tolist()
+        for box, label, score, area in zip(dt_xywh.tolist(), np.asarray(labels).tolist(),
+                                           np.asarray(scores).tolist(), dt_areas):
+            self._detections.append({"id": len(self._detections) + 1, "image_id": image_id,
+                                     "category_id": label, "bbox": box, "score": score, "area": area,
+                                     "iscrowd": 0})
         self._categories.update(np.asarray(gt_labels).tolist())
         self._categories.update(np.asarray(labels).tolist())
 
@@ -82,11 +85,14 @@ class CocoBoxEvaluator:
         log = io.StringIO()
         coco_class, make_eval = _coco_backend(self.backend)
         with contextlib.redirect_stdout(log):
-            coco_gt = coco_class()
-            coco_gt.dataset = {"images": [{"id": i} for i in self._images], "annotations": self._gt,
-                               "categories": [{"id": c} for c in sorted(self._categories)]}
+            coco_gt, coco_dt = coco_class(), coco_class()
+            images, categories = [{"id": i} for i in self._images], [{"id": c} for c in sorted(self._categories)]
+            coco_gt.dataset = {"images": images, "annotations": self._gt, "categories": categories}
+            # The detections hold what `loadRes` would add for boxes (id, area = w·h, iscrowd 0); built
+            # directly, without the box-outline segmentation it also makes, which box AP never reads.
+            coco_dt.dataset = {"images": images, "annotations": self._detections, "categories": categories}
             coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(self._detections)
+            coco_dt.createIndex()
             coco_eval = make_eval(coco_gt, coco_dt)
             coco_eval.evaluate()
             coco_eval.accumulate()
