@@ -1,6 +1,8 @@
 """`itersg evaluate` end to end on a small synthetic dataset with an untrained small model."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from itersg.cli import main
 from itersg.data.synth import generate
 from itersg.data.vg150 import VG150Index
+from itersg.evaluation.predictions import PredictionsReader, PredictionsWriter
 from itersg.models.registry import build_model
 
 SMALL = {"hidden_dim": 32, "nheads": 2, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 12,
@@ -91,3 +94,26 @@ def test_a_broken_dataset_is_one_line_before_any_work(tmp_path, data_root, capsy
     err = capsys.readouterr().err
     assert "boxes_1024" in err and "itersg data verify --root" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "eval").exists()
+
+
+def test_boxes_outside_the_image_are_one_warning_line(tmp_path, data_root):
+    """`itersg metrics` on negative, inverted and huge boxes: one `itersg: warning:` line, no overflow."""
+    torch.manual_seed(0)
+    model = build_model("r101-detr", num_classes=12, num_predicates=7, overrides=SMALL)
+    torch.save({"model": model.state_dict(), "iteration": 1}, tmp_path / "model.pth")
+    assert main(["evaluate", "--variant", "r101-detr", "--checkpoint", str(tmp_path / "model.pth"), "--out",
+                 str(tmp_path / "eval"), *_settings(data_root)]) == 0
+    bad, odd_boxes = tmp_path / "bad.h5", [[-50, -20, 10, 10], [40, 40, 5, 5], [0, 0, 3e38, 3e38]]
+    with PredictionsReader(tmp_path / "eval" / "predictions.h5") as reader, PredictionsWriter(
+            bad, variant="r101-detr", iteration=1, split="test", num_object_classes=12, num_predicates=7) as writer:
+        for record in reader:
+            boxes = record["boxes"].copy()
+            for row, box in enumerate(odd_boxes[:len(boxes)]):
+                boxes[row] = box
+            writer.add({**record, "boxes": boxes})
+    result = subprocess.run([sys.executable, "-m", "itersg", "metrics", "--data", str(data_root), "--predictions",
+                             str(bad), "--out", str(tmp_path / "bad.json"), "--num-val", "5"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"itersg: warning: {bad}: ") and "clipped to the image" in result.stderr

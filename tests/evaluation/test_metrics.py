@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -118,3 +119,28 @@ def test_metrics_json(tmp_path):
     write_metrics_json(path, failed)
     assert json.loads(path.read_text()) == {"variant": "r101-detr", "iteration": 5, "status": "failed",
                                             "error": "CUDA out of memory"}
+
+
+def test_boxes_outside_the_image_are_clipped_with_one_warning_and_no_overflow():
+    """Negative, huge and inverted predicted boxes are handled as the model's post-processing does.
+
+    The first box reaches far beyond the 100 x 80 image (float32 overflow in its area before the
+    fix): clipped, it is the GT box. The inverted one is dropped with the relation row that uses it.
+    """
+    gt = {1: {"boxes": np.array([[0, 0, 100, 80], [10, 10, 40, 40]], np.float32), "labels": np.array([3, 5]),
+              "relations": np.array([[0, 1, 2]]), "width": 100, "height": 80}}
+    rel_scores = np.full((2, 51), 0.01, np.float32)
+    rel_scores[:, 2] = 0.5
+    prediction = {"image_id": 1, "boxes": np.array([[-30, -1e30, 1e30, 3e38], [10, 10, 40, 40], [50, 50, 20, 20]],
+                                                   np.float32),
+                  "labels": np.array([3, 5, 7]), "scores": np.array([0.9, 0.8, 0.7], np.float32),
+                  "rel_pairs": np.array([[2, 1], [0, 1]]), "rel_scores": rel_scores,
+                  "triplet_scores": np.array([0.9, 0.8], np.float32)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = compute_metrics([prediction], gt, ZERO_SHOT_1BASED, NAMES)
+    assert [(w.category, str(w.message)) for w in caught] == [(UserWarning, (
+        "predictions: 2 predicted boxes in 1 images lay outside their image, were inverted or empty (first: "
+        "image 1); they were clipped to the image and the empty ones dropped with their relations, as the "
+        "model's post-processing does"))]
+    assert metrics["sgdet"]["R@20"] == 1.0

@@ -84,7 +84,7 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
 
     import torch
 
-    from itersg.engine.checkpoint import CheckpointWriteError, atomic_save
+    from itersg.engine.checkpoint import atomic_save
     from itersg.files import writable_file
     from itersg.models.checkpoint_keys import detect_format, load_state, read_state_dict
     from itersg.models.registry import build_model
@@ -102,10 +102,8 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
                         num_predicates=_num_predicates(args), overrides=overrides, transformer_level=level)
     report = load_state(model, state, args.detr)
     out = Path(args.out)
-    try:
-        atomic_save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, out)
-    except CheckpointWriteError as err:
-        raise UserError(str(err)) from None
+    atomic_save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, out,
+                advice="nothing was written: {fix} or choose another --out, then run again")
     print(f"wrote {out}: {report.loaded} tensors from {args.detr} ({report.source_format}), "
           f"{len(report.initialised)} freshly initialised (conditioning layers, predicate head)")
     return 0

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,14 +19,17 @@ from typing import Any
 
 import torch
 
-from itersg.errors import UserError
+from itersg.files import WriteError, atomic_output
 
 CHECKPOINT_PATTERN = re.compile(r"^model_(\d{7,})\.pth$")
 TEMP_PREFIX = ".tmp-"
 
 
-class CheckpointWriteError(UserError):
+class CheckpointWriteError(WriteError):
     """A checkpoint could not be written (disk full, quota, permissions); earlier ones are intact."""
+
+    def describe(self) -> str:
+        return f"could not write {self.path}: {self.reason}; {self.advice}"
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -51,45 +52,51 @@ def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted((it, p) for it, p in found if it is not None)
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
+def atomic_save(obj: Any, path: str | Path, advice: str | None = None) -> Path:
     """``torch.save(obj)`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
-    On any failure the temp file is removed, ``path`` keeps its previous content (if any) and
-    ``CheckpointWriteError`` says what happened.
+    The free space is checked first against the size of the tensors. On any failure the temp file is
+    removed, ``path`` keeps its previous content (if any) and ``CheckpointWriteError`` says what
+    happened; ``advice`` replaces the default second half of its message (the earlier checkpoints are
+    intact, rerun to resume), with ``{fix}`` standing for what to do first ("free space there").
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pth", dir=path.parent)
+    advice = advice or (f"the earlier checkpoints in {path.parent} are intact: {{fix}} and rerun the same "
+                        "command to resume")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_output(path, estimated_size(obj), prefix=TEMP_PREFIX, mode=None, fsync=True) as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temp_name).replace(path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            Path(temp_name).unlink()
-        if isinstance(err, Exception):
-            # torch.save reports a failed write (ENOSPC, EFBIG, EIO) as a RuntimeError of its zip writer.
-            raise CheckpointWriteError(
-                f"could not write {path} ({type(err).__name__}: {_first_line(err)}; "
-                f"{_free_space(path.parent)}); the earlier checkpoints in {path.parent} are intact: free "
-                "disk space (or fix the permissions) and rerun the same command to resume"
-            ) from err
-        raise
+    except WriteError as err:
+        raise CheckpointWriteError(err.path, err.reason, err.fix, advice.format(fix=err.fix)) from None
+    except Exception as err:  # not a failed write: an object torch cannot save
+        fix = "fix the cause"
+        raise CheckpointWriteError(path, f"{type(err).__name__}: {_first_line(err)}", fix,
+                                   advice.format(fix=fix)) from err
     _fsync_folder(path.parent)
     return path
 
 
+def estimated_size(obj: Any) -> int:
+    """Bytes of the tensor storages in ``obj`` (nested dicts, lists, tuples) plus 64 kB for the rest."""
+    storages: dict[int, int] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+
+    visit(obj)
+    return sum(storages.values()) + 65536
+
+
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [""])[0]
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
-    except OSError:
-        return "free space unknown"
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -50,6 +50,7 @@ from itersg.engine.signals import EXIT_PREEMPTED, StopRequest
 from itersg.engine.tasks import build_task
 from itersg.engine.validation import validate, validation_subset
 from itersg.errors import UserError
+from itersg.files import WriteError, check_writable_folder, write_text_atomic
 
 CHECKPOINT_FORMAT = 1
 FINAL_NAME = "model_final.pth"
@@ -123,6 +124,7 @@ class TrainingRun:
             return 0
         if self.device.type == "cpu":  # bit-exact resume on CPU; GPU kernels stay fast (and not bit-exact)
             torch.use_deterministic_algorithms(True)
+        check_writable_folder(self.out)  # a read-only --out: one line before the model is even built
         # From here a stop signal (even one during start-up) only ends the run at an iteration boundary.
         with StopRequest() as stop_request:
             self._build()
@@ -132,15 +134,35 @@ class TrainingRun:
                 if init is not None:
                     self._load_init(Path(init))
             start = resumed if resumed is not None else 0
-            self.log = TrainingLog(self.out, self.launch.is_main, resumed)
             try:
-                self._announce(start, resumed is not None, init)
-                status = self._loop(start, stop_request, stop_at)
-                if status == 0:
-                    self._write_final()
-                return status
-            finally:
-                self.log.close()
+                return self._train(start, resumed, init, stop_request, stop_at)
+            except WriteError as err:  # full disk, read-only folder: what a rerun of the command does
+                raise err.with_advice(self._rerun_advice(err)) from None
+
+    def _train(self, start: int, resumed: int | None, init: str | Path | None, stop_request: StopRequest,
+               stop_at: int | None) -> int:
+        self.log = TrainingLog(self.out, self.launch.is_main, resumed)
+        try:
+            self._announce(start, resumed is not None, init)
+            status = self._loop(start, stop_request, stop_at)
+            if status == 0:
+                self._write_final()
+        except BaseException:
+            self.log.abandon()  # writing the curves' summary now could only hide the error
+            raise
+        self.log.close()
+        return status
+
+    def _rerun_advice(self, err: WriteError) -> str:
+        """What a rerun of the same command will do: resume from the newest checkpoint, or start over."""
+        found = list_checkpoints(self.checkpoints)
+        if (self.out / FINAL_NAME).exists():  # only the last summary of the curves failed
+            then = f"{self.out / FINAL_NAME} is complete"
+        elif found:
+            then = f"it resumes from iteration {found[-1][0]} ({found[-1][1]})"
+        else:
+            then = "it starts from iteration 0 (no checkpoint was written yet)"
+        return f"{err.fix} and rerun the same command: {then}"
 
     def _build(self) -> None:
         """Task (model, loss, data), optimizer, schedule and precision; identical weights on every rank."""
@@ -270,11 +292,7 @@ class TrainingRun:
         ranks = dist_utils.all_gather_objects(dist_utils.rank_info(self.launch, self.device))
         if not self.launch.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.params, sort_keys=False)
-        temp = self.out / f".tmp-{CONFIG_NAME}"
-        temp.write_text(text)
-        temp.replace(self.out / CONFIG_NAME)
+        write_text_atomic(self.out / CONFIG_NAME, yaml.safe_dump(self.params, sort_keys=False))
         gpus = dist_utils.visible_gpus()
         info = {
             "stage": self.stage, "variant": self.variant, "resumed": resumed,

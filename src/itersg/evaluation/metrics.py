@@ -124,6 +124,7 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
         raise UserError("zero-shot triplets must be 1-based (subject class, object class, predicate)")
     recall = SceneGraphRecall(num_predicates, zero_shot, iou_convention)
     boxes_ap = CocoBoxEvaluator()
+    clipper = BoxClipper()
     zero_shot_set = {tuple(triplet) for triplet in zero_shot.tolist()}
     seen: set[int] = set()
     zero_shot_images = 0
@@ -137,6 +138,7 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
                             f"evaluate with the split the predictions were made for")
         gt_boxes, gt_labels, gt_relations = _ground_truth_arrays(ground_truth[image_id], image_id,
                                                                  num_predicates)
+        record = clipper.clip(record, ground_truth[image_id])
         recall.add(gt_boxes, gt_labels, gt_relations, record["boxes"], record["labels"], record["scores"],
                    record["rel_pairs"], record["rel_scores"])
         boxes_ap.add(image_id, gt_boxes, gt_labels, record["boxes"], record["labels"], record["scores"])
@@ -144,6 +146,7 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
                           gt_relations[:, 2].tolist())
         zero_shot_images += any(triplet in zero_shot_set for triplet in gt_triplets)
     _check_coverage(ground_truth.keys() - seen, len(ground_truth), source, allow_missing)
+    clipper.report(source)
     scores = recall.summarize()
     per_predicate = {str(k): dict(zip(predicate_names, scores.per_predicate_corrected[k].tolist()))
                      for k in RECALL_KS}
@@ -151,6 +154,48 @@ def compute_metrics(predictions: PredictionsReader | Iterable[Mapping], ground_t
               "zero_shot_gt": zero_shot_images}
     return {"num_images": len(seen), "images": images, "sgdet": scores.sgdet(),
             "per_predicate_recall": per_predicate, "bbox": boxes_ap.summarize()}
+
+
+class BoxClipper:
+    """Predicted boxes as the model's post-processing leaves them: inside the image and not empty.
+
+    ``itersg evaluate`` writes such boxes (detectron2's ``detector_postprocess``, as the reference);
+    a predictions file from elsewhere may hold negative, inverted or huge ones. Those are clipped to
+    [0, W] x [0, H], empty ones are dropped with the relation rows that use them, and ``report``
+    warns once (one line) with the counts. Images whose ground truth has no size are left as they are.
+    """
+
+    def __init__(self) -> None:
+        self.boxes = 0
+        self.images: list[int] = []
+
+    def clip(self, record: Mapping[str, Any], gt: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``record`` unchanged if its boxes are fine, else a copy with clipped boxes and valid rows."""
+        if "width" not in gt or "height" not in gt or not len(record["boxes"]):
+            return record
+        boxes = np.asarray(record["boxes"], dtype=np.float32)
+        limits = np.array([gt["width"], gt["height"], gt["width"], gt["height"]], dtype=np.float32)
+        clipped = np.clip(boxes, 0, limits)
+        valid = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        changed = (clipped != boxes).any(axis=1) | ~valid
+        if not changed.any():
+            return record
+        self.boxes += int(changed.sum())
+        self.images.append(int(record["image_id"]))
+        new_index = np.cumsum(valid) - 1
+        pairs = np.asarray(record["rel_pairs"])
+        rows = valid[pairs].all(axis=1) if len(pairs) else np.zeros(0, dtype=bool)
+        return {**record, "boxes": clipped[valid], "labels": record["labels"][valid],
+                "scores": record["scores"][valid], "rel_pairs": new_index[pairs[rows]],
+                "rel_scores": record["rel_scores"][rows], "triplet_scores": record["triplet_scores"][rows]}
+
+    def report(self, source: str) -> None:
+        """One warning line if any box had to be clipped or dropped."""
+        if self.boxes:
+            warnings.warn(f"{source}: {self.boxes} predicted boxes in {len(self.images)} images lay outside "
+                          f"their image, were inverted or empty (first: image {self.images[0]}); they were "
+                          "clipped to the image and the empty ones dropped with their relations, as the "
+                          "model's post-processing does", stacklevel=3)
 
 
 def _check_coverage(missing: set[int], expected: int, source: str, allow_missing: bool) -> None:

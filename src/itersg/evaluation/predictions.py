@@ -27,6 +27,7 @@ ranking, which the metrics use as is. Every float must be finite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ import h5py
 import numpy as np
 
 from itersg.errors import UserError
+from itersg.files import atomic_output, check_free_space
 
 FORMAT_NAME = "itersg-predictions"
 FORMAT_VERSION = 1
@@ -44,6 +46,7 @@ RELATION_FIELDS = ("rel_pairs", "rel_scores", "triplet_scores")
 FIELD_DTYPES = {"boxes": np.float32, "labels": np.int64, "scores": np.float32,
                 "rel_pairs": np.int64, "rel_scores": np.float32, "triplet_scores": np.float32}
 FLOAT_FIELDS = ("boxes", "scores", "rel_scores", "triplet_scores")
+HDF5_MARGIN = 256 * 1024  # bytes beyond the raw rows: chunk indexes, metadata, the image index
 REGENERATE = "re-run `itersg evaluate` for this checkpoint to write a new file"
 
 
@@ -127,17 +130,39 @@ class PredictionsWriter:
 
     Rows go to a temporary file in the same directory, renamed over ``path`` on a clean exit and deleted
     if the block raises. ``buffer_images`` images are kept in memory between appends.
+
+    Before each block of rows is written, the free space is checked against its uncompressed size and,
+    when ``expected_images`` is given, against the size of the whole file extrapolated from what was
+    written so far: a disk that cannot hold the file stops the evaluation early with a ``WriteError``
+    that says how much space is needed. A write that fails anyway (another process filled the disk)
+    is the same ``WriteError``: HDF5 writes through a quiet ``GuardedFile``, which records the failure
+    and discards the rest without failing HDF5 (whose error paths can crash the process); the writer
+    checks for it after every step, closes the HDF5 file and deletes the temporary file at once.
     """
 
     def __init__(self, path: str | os.PathLike, *, variant: str, iteration: int, split: str,
-                 num_object_classes: int = 150, num_predicates: int = 50, buffer_images: int = 64):
+                 num_object_classes: int = 150, num_predicates: int = 50, buffer_images: int = 64,
+                 expected_images: int | None = None):
         self.path = Path(path)
         self.num_object_classes = int(num_object_classes)
         self.num_predicates = int(num_predicates)
         self.buffer_images = buffer_images
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self._tmp, "w")
+        self.expected_images = expected_images
+        self._image_ids: list[int] = []
+        self._seen: set[int] = set()
+        self._counts: list[tuple[int, int]] = []
+        self._buffer: list[dict] = []
+        self._written_images = 0
+        self._file: h5py.File | None = None
+        self._output = atomic_output(self.path, prefix=f".{self.path.name}.", quiet=True)
+        self._handle = self._output.__enter__()
+        with self._writing():
+            self._file = h5py.File(self._handle, "w")
+            self._create_layout(variant, iteration, split)
+            self._file.flush()
+        self._empty_size = self._file_size()
+
+    def _create_layout(self, variant: str, iteration: int, split: str) -> None:
         self._file.attrs.update({
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "variant": variant,
             "iteration": int(iteration), "split": split, "num_object_classes": self.num_object_classes,
@@ -149,10 +174,6 @@ class PredictionsWriter:
             self._file.create_dataset(name, shape=(0, *width), maxshape=(None, *width), dtype=dtype,
                                       chunks=(chunk_rows, *width), compression="gzip",
                                       compression_opts=1, shuffle=True)
-        self._image_ids: list[int] = []
-        self._seen: set[int] = set()
-        self._counts: list[tuple[int, int]] = []
-        self._buffer: list[dict] = []
 
     def add(self, prediction: Mapping) -> None:
         """Append one image's prediction (``image_id`` + the fields of FIELD_DTYPES)."""
@@ -166,34 +187,68 @@ class PredictionsWriter:
         self._counts.append((len(record["boxes"]), len(record["rel_pairs"])))
         self._buffer.append(record)
         if len(self._buffer) >= self.buffer_images:
-            self._flush()
+            with self._writing():
+                self._flush()
 
     def _flush(self) -> None:
         if not self._buffer:
             return
-        for name in FIELD_DTYPES:
-            rows = np.concatenate([record[name] for record in self._buffer])
+        blocks = {name: np.concatenate([record[name] for record in self._buffer]) for name in FIELD_DTYPES}
+        check_free_space(self.path, self._space_needed(sum(block.nbytes for block in blocks.values())))
+        for name, rows in blocks.items():
             dataset = self._file[name]
             start = dataset.shape[0]
             dataset.resize(start + len(rows), axis=0)
             dataset[start:] = rows
+        self._written_images += len(self._buffer)
         self._buffer = []
+
+    def _space_needed(self, block_bytes: int) -> int:
+        """Bytes the disk must still hold: this block (uncompressed) and, if known, the rest of the file."""
+        needed = block_bytes + HDF5_MARGIN
+        if self.expected_images and self._written_images:
+            per_image = max(self._file_size() - self._empty_size, 0) / self._written_images
+            needed = max(needed, int(per_image * (self.expected_images - self._written_images)) + HDF5_MARGIN)
+        return needed
+
+    def _file_size(self) -> int:
+        return os.fstat(self._handle.fileno()).st_size
 
     def close(self) -> None:
         """Write the index, close and move the file into place."""
-        self._flush()
-        counts = np.array(self._counts, dtype=np.int64).reshape(-1, 2)
-        self._file.create_dataset("image_ids", data=np.array(self._image_ids, dtype=np.int64))
-        for column, name in enumerate(("object_offsets", "relation_offsets")):
-            offsets = np.concatenate([[0], np.cumsum(counts[:, column])]).astype(np.int64)
-            self._file.create_dataset(name, data=offsets)
-        self._file.close()
-        self._tmp.replace(self.path)
+        with self._writing():
+            self._flush()
+            counts = np.array(self._counts, dtype=np.int64).reshape(-1, 2)
+            self._file.create_dataset("image_ids", data=np.array(self._image_ids, dtype=np.int64))
+            for column, name in enumerate(("object_offsets", "relation_offsets")):
+                offsets = np.concatenate([[0], np.cumsum(counts[:, column])]).astype(np.int64)
+                self._file.create_dataset(name, data=offsets)
+            self._file.flush()  # a full disk fails here, as an exception, rather than inside close()
+            self._file.close()
+        self._output.__exit__(None, None, None)  # rename into place
 
-    def abort(self) -> None:
-        """Close and delete the temporary file; ``path`` is left untouched."""
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Close and delete the temporary file; ``path`` is left untouched.
+
+        Raises ``WriteError`` instead of returning when ``exc`` came from a failed write.
+        """
+        self._handle.discard()  # HDF5 may flush its caches on close: let that succeed, on nothing
+        if self._file is not None and self._file.id.valid:
+            with contextlib.suppress(Exception):
+                self._file.close()
+        exc = exc or RuntimeError("predictions abandoned")
+        self._output.__exit__(type(exc), exc, exc.__traceback__)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Any failure inside deletes the temporary file; a failed write becomes one WriteError."""
+        try:
+            yield
+            if self._handle.error is not None:  # HDF5 was not told (see GuardedFile): stop here
+                raise self._handle.error
+        except BaseException as exc:
+            self.abort(exc)
+            raise
 
     def __enter__(self) -> PredictionsWriter:
         return self
@@ -201,8 +256,8 @@ class PredictionsWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:
-            self.abort()
+        elif not self._handle.closed:
+            self.abort(exc)
 
 
 class PredictionsReader:

@@ -22,6 +22,7 @@ from itersg.engine.optim import Precision
 from itersg.errors import UserError
 from itersg.evaluation.metrics import compute_metrics, metrics_document, write_metrics_json
 from itersg.evaluation.predictions import PredictionsReader, PredictionsWriter
+from itersg.files import check_writable_folder
 from itersg.models.checkpoint_keys import load_weights
 from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.models.registry import build_model, count_parameters
@@ -106,7 +107,7 @@ def evaluate(params: Mapping[str, Any], variant: str, checkpoint: str | Path, sp
              iteration: int | None = None, device: torch.device | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` of ``variant`` on ``split``; writes OUT/predictions.h5 and OUT/metrics.json."""
     device = device or default_device()
-    out = Path(out)
+    out = check_writable_folder(out)  # before the model runs: a read-only --out is one line at once
     data = params["data"]
     root = Path(data["root"])
     check_structure(root)
@@ -114,12 +115,12 @@ def evaluate(params: Mapping[str, Any], variant: str, checkpoint: str | Path, sp
     model = load_model(params, variant, checkpoint, len(vocabulary.classes), len(vocabulary.predicates), device)
     iteration = iteration if iteration is not None else _iteration_of(checkpoint)
     index = VG150Index(root, split, data["num_val_images"])
-    loader = DataLoader(VG150Dataset(index, eval_transforms(data["test_size"], data["test_max_size"])),
-                        batch_size=params["evaluate"]["batch_size"], num_workers=data["num_workers"],
+    dataset = VG150Dataset(index, eval_transforms(data["test_size"], data["test_max_size"]))
+    loader = DataLoader(dataset, batch_size=params["evaluate"]["batch_size"], num_workers=data["num_workers"],
                         collate_fn=collate, pin_memory=device.type == "cuda")
     with PredictionsWriter(out / PREDICTIONS_FILE, variant=variant, iteration=iteration, split=split,
-                           num_object_classes=len(vocabulary.classes),
-                           num_predicates=len(vocabulary.predicates)) as writer:
+                           num_object_classes=len(vocabulary.classes), num_predicates=len(vocabulary.predicates),
+                           expected_images=len(dataset)) as writer:
         timing = predict(model, loader, writer, device, params["evaluate"]["warmup_batches"],
                          params["evaluate"]["precision"])
     ground_truth = load_split_ground_truth(root, split, data["num_val_images"])

@@ -46,20 +46,22 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, convention: str = "isg") -> 
     """
     x1a, y1a, x2a, y2a = np.asarray(boxes1, dtype=np.float32).reshape(-1, 4).T[:, :, None]  # [N, 1] each
     x1b, y1b, x2b, y2b = np.asarray(boxes2, dtype=np.float32).reshape(-1, 4).T[:, None, :]  # [1, M] each
-    width = np.minimum(x2a, x2b) - np.maximum(x1a, x1b)                                     # [N, M]
-    height = np.minimum(y2a, y2b) - np.maximum(y1a, y1b)
-    if convention == "isg":
-        area_a, area_b = (x2a - x1a) * (y2a - y1a), (x2b - x1b) * (y2b - y1b)
-    elif convention == "sgb":
-        width, height = width + 1, height + 1
-        area_a, area_b = (x2a - x1a + 1) * (y2a - y1a + 1), (x2b - x1b + 1) * (y2b - y1b + 1)
-    else:
-        raise ValueError(f"unknown IoU convention {convention!r}; expected one of {IOU_CONVENTIONS}")
-    inter = np.maximum(width, 0) * np.maximum(height, 0)
-    union = area_a + area_b - inter
-    if convention == "isg":
-        return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Boxes beyond float32's range (only possible without image sizes to clip to) give inf / NaN IoUs,
+    # which never reach the match threshold: no overflow warnings for them.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        width = np.minimum(x2a, x2b) - np.maximum(x1a, x1b)                                 # [N, M]
+        height = np.minimum(y2a, y2b) - np.maximum(y1a, y1b)
+        if convention == "isg":
+            area_a, area_b = (x2a - x1a) * (y2a - y1a), (x2b - x1b) * (y2b - y1b)
+        elif convention == "sgb":
+            width, height = width + 1, height + 1
+            area_a, area_b = (x2a - x1a + 1) * (y2a - y1a + 1), (x2b - x1b + 1) * (y2b - y1b + 1)
+        else:
+            raise ValueError(f"unknown IoU convention {convention!r}; expected one of {IOU_CONVENTIONS}")
+        inter = np.maximum(width, 0) * np.maximum(height, 0)
+        union = area_a + area_b - inter
+        if convention == "isg":
+            return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
         return inter / union
 
 
