@@ -141,3 +141,20 @@ def test_a_dataset_with_fewer_predicates(tmp_path):
     with PredictionsReader(path) as reader:
         assert reader.num_predicates == 5
         assert next(iter(reader))["rel_scores"].shape == (4, 6)
+
+
+def test_files_written_with_gzip_read_the_same(tmp_path):
+    """The writer's codec (LZF) is a storage choice: a file whose datasets use gzip reads identically."""
+    path = write(tmp_path / "preds.h5")
+    with h5py.File(path, "a") as file:
+        assert file["rel_scores"].compression == "lzf"
+        for name in FIELD_DTYPES:
+            data = file[name][...]
+            del file[name]
+            file.create_dataset(name, data=data, maxshape=(None, *data.shape[1:]), chunks=True,
+                                compression="gzip", compression_opts=1, shuffle=True)
+    with PredictionsReader(path) as reader:
+        read = list(reader)
+    for original, back in zip(predictions(), read, strict=True):
+        for name in FIELD_DTYPES:
+            np.testing.assert_array_equal(back[name], original[name])

@@ -171,9 +171,10 @@ class PredictionsWriter:
         for name, dtype in FIELD_DTYPES.items():
             width = field_width(name, self.num_predicates)
             chunk_rows = max(1, 65536 // int(np.prod(width, dtype=np.int64)))
+            # LZF (built into h5py): under half the writing time of gzip level 1 for about 9 % more bytes
+            # (`itersg bench evaluate`); readers decode any filter, so older gzip files still read.
             self._file.create_dataset(name, shape=(0, *width), maxshape=(None, *width), dtype=dtype,
-                                      chunks=(chunk_rows, *width), compression="gzip",
-                                      compression_opts=1, shuffle=True)
+                                      chunks=(chunk_rows, *width), compression="lzf", shuffle=True)
 
     def add(self, prediction: Mapping) -> None:
         """Append one image's prediction (``image_id`` + the fields of FIELD_DTYPES)."""
