@@ -176,3 +176,23 @@ def test_merge_entities_equals_the_dense_all_pairs_version(seed):
     dense_keep, dense_assignment = _merge_entities_dense(boxes, scores, labels, 0.5)
     assert keep.equal(dense_keep)
     assert assignment.equal(dense_assignment)
+
+
+def test_a_batch_gives_the_graphs_of_its_images_one_by_one():
+    generator = torch.Generator().manual_seed(0)
+    batch, queries = 5, 40
+    outputs = {
+        "pred_sub_logits": torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator) * 3,
+        "pred_obj_logits": torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator) * 3,
+        "pred_rel_logits": torch.randn(batch, queries, NUM_PREDICATES + 1, generator=generator) * 3,
+        "pred_sub_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.2,
+        "pred_obj_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.2,
+    }
+    sizes, orig_sizes = [(80, 100)] * batch, [(60 + 10 * i, 75) for i in range(batch)]
+    together = postprocess_scene_graphs(outputs, sizes, orig_sizes)
+    for i in range(batch):
+        alone = postprocess_scene_graphs({k: v[i:i + 1] for k, v in outputs.items()}, sizes[i:i + 1],
+                                         orig_sizes[i:i + 1], [i])[0]
+        assert alone.keys() == together[i].keys()
+        for key, value in alone.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(together[i][key])), key

@@ -112,14 +112,14 @@ def rank_triplets(pairs: Tensor, rel_labels: Tensor, triplet_scores: Tensor, num
     return order[first_occurrences(keys)][:max_triplets]
 
 
-def scene_graph(sub_logits: Tensor, obj_logits: Tensor, rel_logits: Tensor, sub_boxes: Tensor,
+def scene_graph(sub_prob: Tensor, obj_prob: Tensor, rel_prob: Tensor, sub_boxes: Tensor,
                 obj_boxes: Tensor, image_size: Sequence[int], orig_size: Sequence[int],
                 iou_threshold: float = 0.5, max_triplets: int = 300) -> dict[str, Tensor]:
-    """One image: logits [Q, K] / [Q, R + 1] and normalised cxcywh boxes [Q, 4] -> Predictions fields."""
-    num_queries = sub_logits.shape[0]
-    sub_scores, sub_labels = sub_logits.softmax(-1)[:, :-1].max(-1)
-    obj_scores, obj_labels = obj_logits.softmax(-1)[:, :-1].max(-1)
-    rel_prob = rel_logits.softmax(-1)
+    """One image: class probabilities (softmax, last column = no object / no relation) [Q, K + 1] and
+    [Q, R + 1], normalised cxcywh boxes [Q, 4] -> Predictions fields."""
+    num_queries = sub_prob.shape[0]
+    sub_scores, sub_labels = sub_prob[:, :-1].max(-1)
+    obj_scores, obj_labels = obj_prob[:, :-1].max(-1)
     rel_scores, rel_labels = rel_prob[:, :-1].max(-1)
 
     boxes = box_convert(torch.cat([sub_boxes, obj_boxes]), "cxcywh", "xyxy")  # [2Q, 4]
@@ -157,12 +157,12 @@ def postprocess_scene_graphs(outputs: Mapping[str, Tensor], image_sizes: Sizes, 
         [P, 2] (rows best first, P <= max_triplets), ``rel_scores`` [P, R + 1] (softmax, last =
         no relation) and ``triplet_scores`` [P].
     """
+    probs = [outputs[f"pred_{role}_logits"].float().softmax(-1) for role in ("sub", "obj", "rel")]
+    sub_boxes, obj_boxes = outputs["pred_sub_boxes"].float(), outputs["pred_obj_boxes"].float()
     results = []
-    for i in range(outputs["pred_rel_logits"].shape[0]):
-        graph = scene_graph(
-            outputs["pred_sub_logits"][i].float(), outputs["pred_obj_logits"][i].float(),
-            outputs["pred_rel_logits"][i].float(), outputs["pred_sub_boxes"][i].float(),
-            outputs["pred_obj_boxes"][i].float(), image_sizes[i], orig_sizes[i], iou_threshold, max_triplets)
+    for i in range(len(sub_boxes)):
+        graph = scene_graph(probs[0][i], probs[1][i], probs[2][i], sub_boxes[i], obj_boxes[i], image_sizes[i],
+                            orig_sizes[i], iou_threshold, max_triplets)
         image_id = int(image_ids[i]) if image_ids is not None else i
         results.append({"image_id": image_id, **{k: v.cpu() for k, v in graph.items()}})
     return results
