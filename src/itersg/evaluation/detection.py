@@ -55,7 +55,7 @@ class CocoBoxEvaluator:
         self.backend = backend
         self._images: list[int] = []
         self._gt: list[dict] = []
-        self._detections: list[dict] = []
+        self._detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per image: xyxy, labels, scores
         self._categories: set[int] = set()
 
     def add(self, image_id: int, gt_boxes: np.ndarray, gt_labels: np.ndarray,
@@ -68,19 +68,29 @@ class CocoBoxEvaluator:
         for box, label, area in zip(gt_xywh.tolist(), np.asarray(gt_labels).tolist(), areas):
             self._gt.append({"id": len(self._gt) + 1, "image_id": image_id, "category_id": label,
                              "bbox": [round(v, 3) for v in box], "area": area, "iscrowd": 0})
-        dt_xywh = _xywh(boxes)
-        dt_areas = (dt_xywh[:, 2].astype(np.float64) * dt_xywh[:, 3]).tolist()
-        for box, label, score, area in zip(dt_xywh.tolist(), np.asarray(labels).tolist(),
-                                           np.asarray(scores).tolist(), dt_areas):
-            self._detections.append({"id": len(self._detections) + 1, "image_id": image_id,
-                                     "category_id": label, "bbox": box, "score": score, "area": area,
-                                     "iscrowd": 0})
+        self._detections.append((np.asarray(boxes), np.asarray(labels), np.asarray(scores)))
         self._categories.update(np.asarray(gt_labels).tolist())
         self._categories.update(np.asarray(labels).tolist())
 
+    def _detection_annotations(self) -> list[dict]:
+        """The pooled detections as COCO result annotations, with what ``loadRes`` adds for boxes (id from
+        1, area = w·h, iscrowd 0), built from whole columns at once (per-image lists cost 3x more)."""
+        if not self._detections:
+            return []
+        image_ids = np.repeat(self._images, [len(labels) for _, labels, _ in self._detections])
+        xywh = _xywh(np.concatenate([boxes.reshape(-1, 4) for boxes, _, _ in self._detections]))
+        areas = xywh[:, 2].astype(np.float64) * xywh[:, 3]
+        labels = np.concatenate([labels for _, labels, _ in self._detections])
+        scores = np.concatenate([scores for _, _, scores in self._detections])
+        return [{"id": i, "image_id": image, "category_id": label, "bbox": box, "score": score, "area": area,
+                 "iscrowd": 0}
+                for i, (image, label, box, score, area) in enumerate(zip(
+                    image_ids.tolist(), labels.tolist(), xywh.tolist(), scores.tolist(), areas.tolist()), 1)]
+
     def summarize(self) -> dict[str, float]:
         """AP, AP50, AP75, APs, APm, APl in percent (NaN where undefined)."""
-        if not self._detections:
+        detections = self._detection_annotations()
+        if not detections:
             return self._without_detections()
         log = io.StringIO()
         coco_class, make_eval = _coco_backend(self.backend)
@@ -91,11 +101,10 @@ class CocoBoxEvaluator:
             coco_gt.createIndex()
             if self.backend == "pycocotools":  # the reference's path, as it is timed in benchmarks
                 coco_dt = coco_gt.loadRes([{k: d[k] for k in ("image_id", "category_id", "bbox", "score")}
-                                           for d in self._detections])
+                                           for d in detections])
             else:
-                # The detections hold what `loadRes` would add for boxes (id, area = w·h, iscrowd 0); built
-                # directly, without the box-outline segmentation it also makes, which box AP never reads.
-                coco_dt.dataset = {"images": images, "annotations": self._detections, "categories": categories}
+                # Without the box-outline segmentation `loadRes` also makes, which box AP never reads.
+                coco_dt.dataset = {"images": images, "annotations": detections, "categories": categories}
                 coco_dt.createIndex()
             coco_eval = make_eval(coco_gt, coco_dt)
             coco_eval.evaluate()

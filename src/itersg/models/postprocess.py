@@ -89,14 +89,10 @@ def first_occurrences(keys: Tensor) -> Tensor:
 def to_original_pixels(boxes: Tensor, image_size: Sequence[int], orig_size: Sequence[int]) -> Tensor:
     """Normalised x1y1x2y2 -> pixels of the original image, clipped, in detectron2's two steps."""
     (height, width), (orig_h, orig_w) = (int(s) for s in image_size), (int(s) for s in orig_size)
-    boxes = boxes.clone()
-    boxes[:, 0::2] *= width
-    boxes[:, 1::2] *= height
-    boxes[:, 0::2] *= orig_w / width
-    boxes[:, 1::2] *= orig_h / height
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=orig_w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=orig_h)
-    return boxes
+    to_image = boxes.new_tensor([width, height, width, height])
+    to_original = boxes.new_tensor([orig_w / width, orig_h / height] * 2)
+    bounds = boxes.new_tensor([orig_w, orig_h] * 2)
+    return torch.clamp(boxes * to_image * to_original, min=torch.zeros_like(bounds), max=bounds)
 
 
 def nonempty(boxes: Tensor) -> Tensor:
@@ -112,22 +108,23 @@ def rank_triplets(pairs: Tensor, rel_labels: Tensor, triplet_scores: Tensor, num
     return order[first_occurrences(keys)][:max_triplets]
 
 
-def scene_graph(sub_prob: Tensor, obj_prob: Tensor, rel_prob: Tensor, sub_boxes: Tensor,
-                obj_boxes: Tensor, image_size: Sequence[int], orig_size: Sequence[int],
-                iou_threshold: float = 0.5, max_triplets: int = 300) -> dict[str, Tensor]:
-    """One image: class probabilities (softmax, last column = no object / no relation) [Q, K + 1] and
-    [Q, R + 1], normalised cxcywh boxes [Q, 4] -> Predictions fields."""
-    num_queries = sub_prob.shape[0]
-    sub_scores, sub_labels = sub_prob[:, :-1].max(-1)
-    obj_scores, obj_labels = obj_prob[:, :-1].max(-1)
-    rel_scores, rel_labels = rel_prob[:, :-1].max(-1)
+def scene_graph(best: Mapping[str, Tensor], boxes: Tensor, rel_prob: Tensor, image_size: Sequence[int],
+                orig_size: Sequence[int], iou_threshold: float = 0.5, max_triplets: int = 300) -> dict[str, Tensor]:
+    """One image of Q relation queries -> Predictions fields.
 
-    boxes = box_convert(torch.cat([sub_boxes, obj_boxes]), "cxcywh", "xyxy")  # [2Q, 4]
-    scores, labels = torch.cat([sub_scores, obj_scores]), torch.cat([sub_labels, obj_labels])
+    Args:
+        best: the best real class and its probability per query: ``sub_scores``, ``sub_labels``,
+            ``obj_scores``, ``obj_labels``, ``rel_scores``, ``rel_labels``, each [Q].
+        boxes: [2Q, 4] normalised x1y1x2y2, the subject boxes then the object boxes.
+        rel_prob: [Q, R + 1] predicate softmax (last column = no relation).
+    """
+    num_queries = len(rel_prob)
+    scores = torch.cat([best["sub_scores"], best["obj_scores"]])
+    labels = torch.cat([best["sub_labels"], best["obj_labels"]])
     keep, assignment = merge_entities(boxes, scores, labels, iou_threshold)
     pairs = torch.stack([assignment[:num_queries], assignment[num_queries:]], dim=1)  # [Q, 2]
-    triplet_scores = rel_scores * sub_scores * obj_scores
-    rows = rank_triplets(pairs, rel_labels, triplet_scores, len(keep), max_triplets=len(pairs))
+    triplet_scores = best["rel_scores"] * best["sub_scores"] * best["obj_scores"]
+    rows = rank_triplets(pairs, best["rel_labels"], triplet_scores, len(keep), max_triplets=len(pairs))
 
     kept_boxes = to_original_pixels(boxes[keep], image_size, orig_size)
     valid = nonempty(kept_boxes)
@@ -157,11 +154,18 @@ def postprocess_scene_graphs(outputs: Mapping[str, Tensor], image_sizes: Sizes, 
         [P, 2] (rows best first, P <= max_triplets), ``rel_scores`` [P, R + 1] (softmax, last =
         no relation) and ``triplet_scores`` [P].
     """
-    probs = [outputs[f"pred_{role}_logits"].float().softmax(-1) for role in ("sub", "obj", "rel")]
-    sub_boxes, obj_boxes = outputs["pred_sub_boxes"].float(), outputs["pred_obj_boxes"].float()
+    # Element-wise and per-row work is done for the whole batch at once (the same values as image by
+    # image); what compares queries with each other (NMS, merging, ranking) runs per image.
+    best = {}
+    for role in ("sub", "obj", "rel"):
+        prob = outputs[f"pred_{role}_logits"].float().softmax(-1)  # [B, Q, C + 1]
+        best[f"{role}_scores"], best[f"{role}_labels"] = prob[..., :-1].max(-1)
+    rel_probs = prob
+    boxes = box_convert(torch.cat([outputs["pred_sub_boxes"], outputs["pred_obj_boxes"]], dim=1).float(),
+                        "cxcywh", "xyxy")  # [B, 2Q, 4]
     results = []
-    for i in range(len(sub_boxes)):
-        graph = scene_graph(probs[0][i], probs[1][i], probs[2][i], sub_boxes[i], obj_boxes[i], image_sizes[i],
+    for i in range(len(boxes)):
+        graph = scene_graph({key: value[i] for key, value in best.items()}, boxes[i], rel_probs[i], image_sizes[i],
                             orig_sizes[i], iou_threshold, max_triplets)
         image_id = int(image_ids[i]) if image_ids is not None else i
         results.append({"image_id": image_id, **{k: v.cpu() for k, v in graph.items()}})
