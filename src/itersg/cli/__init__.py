@@ -20,7 +20,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _python_format_warning = warnings.formatwarning
 
 # Modules of this package that add sub-commands, in the order `itersg --help` lists them.
-COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "report", "bench", "pipeline", "docs")
+COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "predict", "report", "bench", "pipeline",
+                   "docs")
 
 
 def build_parser() -> argparse.ArgumentParser:
