@@ -40,7 +40,10 @@ def _rows(schema: dict) -> Iterator[tuple[str, dict]]:
             continue
         if "properties" in spec and section != "variants":
             for key, sub in spec["properties"].items():
-                yield f"{section}.{key}", _resolve(sub, schema)
+                sub = _resolve(sub, schema)
+                yield f"{section}.{key}", sub
+                for name, leaf in sub.get("properties", {}).items():  # a group of keys (report.gallery)
+                    yield f"{section}.{key}.{name}", {"x-stages": sub.get("x-stages", []), **leaf}
         else:
             yield section, spec
     variant = schema["$defs"]["variant"]

@@ -36,7 +36,7 @@ RULE_CODE = {
     "replicate_decoder": ["src/itersg/models"],
     "train": ["src/itersg/data", "src/itersg/models", "src/itersg/engine"],
     "evaluate": ["src/itersg/data", "src/itersg/models", "src/itersg/evaluation"],
-    "report": ["src/itersg/report"],
+    "report": ["src/itersg/report", "src/itersg/visualize"],
 }
 # The dvc.yaml of each mode, relative to the project root.
 DVC_FILES = {"full": PurePosixPath("dvc.yaml"), "demo": PurePosixPath("demo/dvc.yaml")}

@@ -111,6 +111,11 @@ def metrics_file(params: Mapping[str, Any], variant: str, iteration: int | str) 
     return f"{eval_dir(params, variant, iteration)}/metrics.json"
 
 
+def predictions_file(params: Mapping[str, Any], variant: str, iteration: int | str) -> str:
+    """The evaluation's predictions file (docs/predictions-format.md); the report's gallery reads it."""
+    return f"{eval_dir(params, variant, iteration)}/predictions.h5"
+
+
 def log_file(params: Mapping[str, Any], rule: str, wildcard_part: str = "") -> str:
     """The log of one Snakemake job: ``logs/<mode>/<rule>/<wildcards or 'all'>.log``."""
     return f"logs/{params['mode']}/{rule}/{wildcard_part or 'all'}.log"
@@ -142,3 +147,19 @@ def all_metrics(params: Mapping[str, Any]) -> list[str]:
         for variant in params["study"]["variants"]
         for iteration in params["study"]["eval_iterations"]
     ]
+
+
+def all_predictions(params: Mapping[str, Any]) -> list[str]:
+    """Every predictions file of the study, in the order of ``all_metrics``."""
+    return [
+        predictions_file(params, variant, iteration)
+        for variant in params["study"]["variants"]
+        for iteration in params["study"]["eval_iterations"]
+    ]
+
+
+def gallery_inputs(params: Mapping[str, Any]) -> dict[str, str]:
+    """What the report's gallery reads of the dataset: the ground truth, the names and the images."""
+    files = vg_files(params)
+    return {"h5": files["h5"], "dicts": files["dicts"], "image_data": files["image_data"],
+            "images": image_dir(params)}

@@ -6,6 +6,7 @@ rule evaluate:
         weights=paths.final_weights(P, "{variant}"),
     output:
         metrics=paths.metrics_file(P, "{variant}", "{iteration}"),
+        predictions=paths.predictions_file(P, "{variant}", "{iteration}"),
     params:
         settings=settings_of("evaluate"),
         variant_settings=variant_settings,

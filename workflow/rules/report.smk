@@ -21,6 +21,9 @@ rule report:
     input:
         metrics=paths.all_metrics(P),
         summary=paths.prepare_summary(P),
+        # the gallery: the evaluated images' rows of each predictions file, their ground truth and pixels
+        predictions=paths.all_predictions(P),
+        **paths.gallery_inputs(P),
     output:
         html=paths.report_file(P),
     params:

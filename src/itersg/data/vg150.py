@@ -287,14 +287,19 @@ def load_split_ground_truth(root: str | Path, split: str, num_val_images: int = 
     as IterativeSG's evaluator sees them; duplicate relations are kept (they count in the recall).
     """
     index = VG150Index(root, split, num_val_images, filter_duplicate_rels=False).load_into_memory()
-    ground_truth = {}
-    for i, image_id in enumerate(index.image_ids):
-        annotation = index.annotations(i)
-        width, height = int(index.widths[i]), int(index.heights[i])
-        keep, boxes, relations = clip_and_drop_empty(annotation["boxes"], annotation["relations"], width, height)
-        ground_truth[int(image_id)] = {"boxes": boxes, "labels": annotation["labels"][keep], "relations": relations,
-                                       "width": width, "height": height}
-    return ground_truth
+    return {int(image_id): image_ground_truth(index, i) for i, image_id in enumerate(index.image_ids)}
+
+
+def image_ground_truth(index: VG150Index, i: int) -> dict[str, Any]:
+    """The evaluation ground truth of image ``i`` of ``index`` (an index without duplicate filtering).
+
+    ``{"boxes" [N, 4] float32 clipped original pixels, "labels" [N], "relations" [G, 3], "width", "height"}``.
+    """
+    annotation = index.annotations(i)
+    width, height = int(index.widths[i]), int(index.heights[i])
+    keep, boxes, relations = clip_and_drop_empty(annotation["boxes"], annotation["relations"], width, height)
+    return {"boxes": boxes, "labels": annotation["labels"][keep], "relations": relations,
+            "width": width, "height": height}
 
 
 def predicate_frequencies(root: str | Path, num_val_images: int = 5000) -> np.ndarray:

@@ -350,6 +350,13 @@ class PredictionsReader:
         for start in range(0, len(self), block_images):
             yield from self._read_block(start, min(start + block_images, len(self)))
 
+    def prediction(self, image_id: int) -> dict[str, np.ndarray | int]:
+        """The validated prediction of one image, reading only its rows (KeyError if it has none)."""
+        where = np.flatnonzero(self.image_ids == int(image_id))
+        if where.size == 0:
+            raise KeyError(image_id)
+        return next(self._read_block(int(where[0]), int(where[0]) + 1))
+
     def _read_block(self, first: int, last: int) -> Iterator[dict[str, np.ndarray | int]]:
         o0, o1 = int(self.object_offsets[first]), int(self.object_offsets[last])
         r0, r1 = int(self.relation_offsets[first]), int(self.relation_offsets[last])

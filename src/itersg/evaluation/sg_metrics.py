@@ -88,6 +88,33 @@ def top_candidates(scores: np.ndarray, num: int = NG_CANDIDATES) -> np.ndarray:
     return np.argsort(-flat)[:num]
 
 
+def entity_matches(gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_relations: np.ndarray, boxes: np.ndarray,
+                   labels: np.ndarray, iou_convention: str = "isg") -> tuple[np.ndarray, np.ndarray]:
+    """Which predicted objects can stand for the subject / object of each GT relation.
+
+    Args:
+        gt_boxes [N, 4] float32 xyxy pixels, gt_labels [N] int64, gt_relations [G, 3] (sub, obj, pred).
+        boxes [M, 4] float32 xyxy pixels, labels [M] int64: the predicted objects.
+    Returns:
+        sub_ok, obj_ok [G, M] bool: predicted object j has the class of GT row g's subject (object) and
+        a box IoU >= IOU_THRESHOLD with it.
+    """
+    iou_ok = box_iou(gt_boxes, boxes, iou_convention) >= IOU_THRESHOLD                   # [N, M]
+    gt_sub, gt_obj = gt_relations[:, 0], gt_relations[:, 1]
+    sub_ok = iou_ok[gt_sub] & (gt_labels[gt_sub][:, None] == labels[None, :])          # [G, M]
+    obj_ok = iou_ok[gt_obj] & (gt_labels[gt_obj][:, None] == labels[None, :])
+    return sub_ok, obj_ok
+
+
+def triplet_hits(sub_ok: np.ndarray, obj_ok: np.ndarray, gt_predicates: np.ndarray, subjects: np.ndarray,
+                 objects: np.ndarray, predicates: np.ndarray) -> np.ndarray:
+    """[G, L] bool: candidate triplet l matches GT row g (the R@K rule: classes, predicate, both IoUs).
+
+    sub_ok / obj_ok [G, M] from :func:`entity_matches`; subjects, objects, predicates [L]: candidates.
+    """
+    return sub_ok[:, subjects] & obj_ok[:, objects] & (gt_predicates[:, None] == predicates[None, :])
+
+
 def _first_match(sub_ok: np.ndarray, obj_ok: np.ndarray, gt_predicates: np.ndarray,
                  subjects: np.ndarray, objects: np.ndarray, predicates: np.ndarray) -> np.ndarray:
     """Rank [G] of the first candidate triplet that matches each GT row (NO_MATCH if none).
@@ -95,7 +122,7 @@ def _first_match(sub_ok: np.ndarray, obj_ok: np.ndarray, gt_predicates: np.ndarr
     sub_ok / obj_ok [G, M]: predicted box j has the class of GT row g's subject / object and IoU >= thr.
     subjects, objects, predicates [L]: the candidate triplets, in rank order.
     """
-    hit = sub_ok[:, subjects] & obj_ok[:, objects] & (gt_predicates[:, None] == predicates[None, :])
+    hit = triplet_hits(sub_ok, obj_ok, gt_predicates, subjects, objects, predicates)
     first = hit.argmax(1)
     return np.where(hit[np.arange(len(first)), first], first, NO_MATCH)
 
@@ -178,9 +205,8 @@ class SceneGraphRecall:
         gt_sub, gt_obj, gt_pred = gt_relations[:, 0], gt_relations[:, 1], gt_relations[:, 2]
         if gt_pred.min() < 0 or gt_pred.max() >= self.num_predicates:
             raise ValueError(f"GT predicate outside [0, {self.num_predicates}): {gt_pred.tolist()}")
-        iou_ok = box_iou(gt_boxes, boxes, self.iou_convention) >= IOU_THRESHOLD      # [N, M]
-        sub_ok = iou_ok[gt_sub] & (gt_labels[gt_sub][:, None] == labels[None, :])    # [G, M]
-        obj_ok = iou_ok[gt_obj] & (gt_labels[gt_obj][:, None] == labels[None, :])
+        sub_ok, obj_ok = entity_matches(gt_boxes, gt_labels, gt_relations, boxes, labels,
+                                        self.iou_convention)                             # [G, M] each
         subjects, objects = rel_pairs[:, 0], rel_pairs[:, 1]
         predicate_scores = rel_scores[:, : self.num_predicates]                       # [P, C]
         first_gc = _first_match(sub_ok, obj_ok, gt_pred, subjects, objects, predicate_scores.argmax(1))

@@ -10,8 +10,9 @@ from typing import Any
 
 import jinja2
 
+from itersg.errors import UserError
 from itersg.files import writable_file, write_text_atomic
-from itersg.report import figures, inputs, provenance, tables
+from itersg.report import figures, gallery, inputs, provenance, tables
 
 DEFAULT_TITLE = "itersg — IterativeSG backbone and detector study"
 
@@ -107,6 +108,15 @@ def _benchmarks(directory: Path | None) -> dict[str, Any]:
     return {"section": section, "records": records, "stages": provenance.stage_times(records)}
 
 
+def _gallery(latest: dict[str, tables.ResultRow], params: provenance.ParamsInfo | None,
+             prepare: inputs.PrepareSummary | None) -> gallery.Gallery:
+    """The gallery, or why it is missing (an unreadable dataset or predictions file does not stop the report)."""
+    try:
+        return gallery.build_gallery(latest, params.resolved if params else None, prepare)
+    except UserError as err:
+        return gallery.Gallery(missing=str(err))
+
+
 def build_context(request: ReportRequest) -> dict[str, Any]:
     """Every value the template shows, read and checked from the request's files."""
     selection = inputs.load_metrics(request.metrics)
@@ -132,6 +142,9 @@ def build_context(request: ReportRequest) -> dict[str, Any]:
         "predicates": _predicates(latest, prepare),
         "curves": _curves(request.curves),
         "speed": _speed(latest, reference),
+        "gallery": _gallery(latest, params, prepare),
+        "gallery_top": gallery.TOP,
+        "gallery_k": gallery.RECALL_K,
         "benchmarks": _benchmarks(request.benchmarks),
         "params": params,
         "prepare": prepare,
