@@ -139,9 +139,13 @@ def test_resnet_overrides_change_depth_width_and_statistics():
         resnet_config({"pixel_stats": "caffe"})
 
 
-def test_registry_names_the_seven_variants():
-    assert list(VARIANTS) == ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
-                              "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
+def test_registry_names_the_seven_variants_and_their_speaq_versions():
+    isg = ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
+           "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
+    assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg)]
+    assert {VARIANTS[name].method for name in isg} == {"iterativesg"}
+    assert VARIANTS["vovnet57-centermask-speaq"].method == "speaq"
+    assert VARIANTS["vovnet57-centermask-speaq"].aux_head == "centermask"
     with pytest.raises(UserError, match="unknown variant"):
         build_model("r50-detr")
 

@@ -215,6 +215,37 @@ def test_reference_detr_checkpoint_lands_in_place(tmp_path):
         load_weights(detr, tmp_path / "isg.pth")
 
 
+def test_reference_speaq_checkpoint_lands_in_place(tmp_path):
+    # SpeaQ's released file has IterativeSG's names; only the relation queries are 2 x Q (MULTIPLY_QUERY 2)
+    reference = random_state({**reference_iterativesg_shapes(), "detr.relation_query_embed.weight": (2 * Q, D)})
+    extras = {"criterion.empty_weight_obj": torch.ones(CLASSES + 1),
+              "criterion.empty_rel_weight": torch.ones(PREDICATES + 1)}
+    path = tmp_path / "speaq_model_final.pth"
+    torch.save({"model": {**reference, **extras}, "iteration": 149999}, path)
+    model = build_model("r101-detr-speaq", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
+    report = load_weights(model, path)
+    assert report.source_format == "iterativesg-reference" and report.initialised == ()
+    assert report.ignored == ("criterion.empty_rel_weight", "criterion.empty_weight_obj")
+    assert_bijection(model, reference)
+    assert torch.equal(model.relation_query_embed.weight, reference["detr.relation_query_embed.weight"])
+    plain = build_model("r101-detr", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
+    with pytest.raises(UserError, match=r"shape mismatches 1 .*relation_query_embed"):
+        load_weights(plain, path)
+
+
+def test_speaq_starts_from_detr_with_fresh_relation_queries(tmp_path):
+    reference = random_state(reference_detr_shapes(), seed=1)
+    torch.save({"model": reference}, tmp_path / "detr.pth")
+    torch.manual_seed(0)
+    model = build_model("r101-detr-speaq", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
+    before = model.relation_query_embed.weight.detach().clone()
+    report = load_weights(model, tmp_path / "detr.pth")
+    assert "relation_query_embed.weight" in report.initialised
+    assert torch.equal(model.relation_query_embed.weight, before)
+    assert torch.equal(model.subject_query_embed.weight, reference["detr.query_embed.weight"])
+    assert torch.equal(model.object_query_embed.weight, reference["detr.query_embed.weight"])
+
+
 def test_incomplete_or_foreign_checkpoints_are_reported(reference_isg_checkpoint, tmp_path):
     path, reference = reference_isg_checkpoint
     model = build_model("r101-detr", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)

@@ -346,6 +346,19 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     return load_state(model, read_state_dict(path), str(path))
 
 
+def _without_multiplied_queries(replicated: dict[str, Tensor], fresh: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the replicated relation queries where the model has more of them (SpeaQ: 600, DETR: 300).
+
+    SpeaQ starts from the same DETR file; detectron2's checkpointer skips a weight whose shape differs,
+    so its relation queries keep their fresh initialisation. Every other shape mismatch stays an error.
+    """
+    key = "relation_query_embed.weight"
+    if key in replicated and key in fresh and replicated[key].shape[1:] == fresh[key].shape[1:] \
+            and len(fresh[key]) > len(replicated[key]):
+        return {k: v for k, v in replicated.items() if k != key}
+    return replicated
+
+
 def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> LoadReport:
     """``load_weights`` for a state dict already read from ``source`` (a ``.pth``)."""
     source_format = detect_format(state)
@@ -365,6 +378,7 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Lo
             replicated = replicate_decoder(state)
         except KeyError as err:
             raise UserError(f"{source}: {err.args[0]}") from None
+        replicated = _without_multiplied_queries(replicated, fresh)
         load_checked(model, {**fresh, **replicated}, source)
         kept = tuple(sorted(k for k in set(fresh) - set(replicated) if not is_bn_counter(k)))
         return LoadReport(source_format, len(replicated), tuple(ignored), kept)

@@ -18,6 +18,8 @@ builds small configurations of the SAME classes for the demo and the tests. Keys
   stride 8, for models trained from scratch on small images), ``replace_stride_with_dilation`` (3
   booleans for res3..res5, as torchvision). VoVNet variants receive the dict unchanged (see ``vovnet.py``).
 * ``aux_head``: a dict handed to the CenterMask head builder (CenterMask variants only).
+* ``speaq``: SpeaQ settings (``SpeaQConfig`` field names) for the SpeaQ variants; the other
+  variants ignore it, so one ``overrides`` serves every variant of a mode.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ RESNET_PIXEL_STATS = {
 
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 TRANSFORMER_KEYS = ("hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout")
-OVERRIDE_KEYS = (*TRANSFORMER_KEYS, "num_queries", "backbone", "aux_head")
+OVERRIDE_KEYS = (*TRANSFORMER_KEYS, "num_queries", "backbone", "aux_head", "speaq")
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,43 @@ class TransformerConfig:
 
 
 @dataclass(frozen=True)
+class SpeaQConfig:
+    """SpeaQ (mlvlab/SpeaQ) as its README trains the released model; official names in brackets.
+
+    * ``query_multiplier`` [MULTIPLY_QUERY 2, ONLY_PREDICATE_MULTIPLY True]: relation queries per
+      subject/object query; each subject and object query serves that many consecutive relation queries.
+    * ``num_groups`` [NUM_GROUPS 4, USE_GROUP_MASK True]: predicate groups (``query_groups``).
+    * ``one_to_many_k`` [ONE2MANY_K 4, ONE2MANY_SCHEME dynamic]: queries whose quality sets how many
+      queries a ground-truth relation is matched to (``one_to_many``).
+    * ``quality`` [ONE2MANY_DYNAMIC_SCHEME max]: how subject and object IoU combine.
+    * ``predicate_weight`` [ONE2MANY_PREDICATE_SCORE True, ONE2MANY_PREDICATE_WEIGHT -0.5]: weight of
+      the predicate probability in the quality; None leaves it out.
+
+    Matching is always per decoder layer [MATCH_INDEPENDENT True]: the official code implements the
+    dynamic scheme only with it.
+    """
+
+    query_multiplier: int = 2
+    num_groups: int = 4
+    one_to_many_k: int = 4
+    quality: str = "max"
+    predicate_weight: float | None = -0.5
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Everything but the backbone: classes, queries and the transformer."""
+    """Everything but the backbone: classes, queries, the transformer and SpeaQ (None: IterativeSG)."""
 
     num_classes: int = 150
     num_predicates: int = 50
     num_queries: int = 300
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    speaq: SpeaQConfig | None = None
+
+    @property
+    def num_relation_queries(self) -> int:
+        """Relation (predicate) queries: ``num_queries``, times SpeaQ's multiplier."""
+        return self.num_queries * (self.speaq.query_multiplier if self.speaq else 1)
 
 
 @dataclass(frozen=True)
@@ -131,22 +163,51 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
     if unknown:
         raise UserError(f"model.overrides: unknown key(s) {unknown}; allowed: {list(OVERRIDE_KEYS)}")
-    for key in ("backbone", "aux_head"):
+    for key in ("backbone", "aux_head", "speaq"):
         if not isinstance(overrides.get(key, {}), Mapping):
             raise UserError(f"model.overrides.{key}: expected a mapping, got {overrides[key]!r}")
     return overrides
 
 
 def model_config(overrides: Mapping[str, Any] | None = None, *, num_classes: int = 150,
-                 num_predicates: int = 50) -> ModelConfig:
-    """The published model configuration with the transformer/query ``overrides`` applied."""
+                 num_predicates: int = 50, speaq: bool = False) -> ModelConfig:
+    """The published model configuration with the transformer/query ``overrides`` applied.
+
+    ``speaq``: a SpeaQ model (``SpeaQConfig`` with ``overrides["speaq"]`` applied); otherwise
+    ``overrides["speaq"]`` is not used.
+    """
     overrides = check_overrides(overrides)
     transformer = dataclasses.replace(
         TransformerConfig(), **{k: overrides[k] for k in TRANSFORMER_KEYS if k in overrides})
-    values = {"num_queries": overrides["num_queries"]} if "num_queries" in overrides else {}
+    values: dict[str, Any] = {"num_queries": overrides["num_queries"]} if "num_queries" in overrides else {}
+    if speaq:
+        values["speaq"] = speaq_config(overrides.get("speaq"))
     config = ModelConfig(num_classes=num_classes, num_predicates=num_predicates, transformer=transformer,
                          **values)
     _check_positive(config)
+    return config
+
+
+SPEAQ_QUALITIES = ("min", "max", "gm", "am")
+
+
+def speaq_config(overrides: Mapping[str, Any] | None = None) -> SpeaQConfig:
+    """The released SpeaQ settings with ``model.overrides.speaq`` applied and checked."""
+    overrides = dict(overrides or {})
+    names = [f.name for f in dataclasses.fields(SpeaQConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise UserError(f"model.overrides.speaq: unknown key(s) {unknown}; allowed: {names}")
+    config = SpeaQConfig(**overrides)
+    for key in ("query_multiplier", "num_groups", "one_to_many_k"):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"model.overrides.speaq.{key}: expected a positive integer, got {value!r}")
+    if config.quality not in SPEAQ_QUALITIES:
+        raise UserError(f"model.overrides.speaq.quality: {config.quality!r} is not one of {list(SPEAQ_QUALITIES)}")
+    weight = config.predicate_weight
+    if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)):
+        raise UserError(f"model.overrides.speaq.predicate_weight: expected a number or null, got {weight!r}")
     return config
 
 
@@ -163,6 +224,9 @@ def _check_positive(config: ModelConfig) -> None:
                         f"nheads ({t.nheads})")
     if not 0.0 <= t.dropout < 1.0:
         raise UserError(f"model.overrides.dropout: expected a value in [0, 1), got {t.dropout!r}")
+    if config.speaq is not None and config.speaq.one_to_many_k > config.num_relation_queries:
+        raise UserError(f"model.overrides.speaq.one_to_many_k ({config.speaq.one_to_many_k}) exceeds the "
+                        f"{config.num_relation_queries} relation queries")
 
 
 RESNET_KEYS = ("depth", "blocks", "width", "freeze_at", "size_divisibility", "pixel_stats", "small",

@@ -134,13 +134,18 @@ class TripletCriterion(CriterionBase):
         losses = self.layer_losses(outputs, prepared, indices, num)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update({f"{k}_{i}": v for k, v in self.layer_losses(aux, prepared, indices, num).items()})
-        if self.aux_head_loss is not None and "aux_head" in outputs:
-            image_sizes = [tuple(int(s) for s in t["size"]) for t in targets]
-            aux_losses = self.aux_head_loss(outputs["aux_head"], targets, image_sizes)
-            for name in aux_losses:
-                self.weight_dict.setdefault(name, self.config.aux_head_weight)
-            losses.update(aux_losses)
+        losses.update(self.aux_head_losses(outputs, targets))
         return losses
+
+    def aux_head_losses(self, outputs: Mapping, targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """The auxiliary head's losses (none without one), weighted by ``aux_head_weight`` unless named."""
+        if self.aux_head_loss is None or "aux_head" not in outputs:
+            return {}
+        image_sizes = [tuple(int(s) for s in t["size"]) for t in targets]
+        aux_losses = self.aux_head_loss(outputs["aux_head"], targets, image_sizes)
+        for name in aux_losses:
+            self.weight_dict.setdefault(name, self.config.aux_head_weight)
+        return aux_losses
 
     def layer_losses(self, layer: Mapping[str, Tensor], prepared: Sequence[Mapping[str, Tensor]],
                      indices: Indices, num: float) -> dict[str, Tensor]:
@@ -192,11 +197,24 @@ class SetCriterion(CriterionBase):
 
 
 def build_criterion(model: nn.Module, config: LossConfig | None = None,
-                    predicate_frequencies: Tensor | None = None) -> CriterionBase:
-    """The criterion that trains ``model`` (an ``IterativeSG`` or a ``DETR``)."""
+                    predicate_frequencies: Tensor | None = None,
+                    predicate_counts: Sequence[int] | Tensor | None = None) -> CriterionBase:
+    """The criterion that trains ``model`` (an ``IterativeSG``, SpeaQ or not, or a ``DETR``).
+
+    ``predicate_counts`` [num_predicates] (the dataset's ``predicate_count``) form SpeaQ's predicate
+    groups; a SpeaQ model needs them.
+    """
     model_config = model.config
     num_layers = model_config.transformer.dec_layers
-    if hasattr(model, "rel_class_embed"):
-        return TripletCriterion(model_config.num_classes, model_config.num_predicates, config, num_layers,
-                                predicate_frequencies, getattr(model, "aux_head", None))
-    return SetCriterion(model_config.num_classes, config, num_layers)
+    if not hasattr(model, "rel_class_embed"):
+        return SetCriterion(model_config.num_classes, config, num_layers)
+    args = (model_config.num_classes, model_config.num_predicates, config, num_layers, predicate_frequencies,
+            getattr(model, "aux_head", None))
+    if model_config.speaq is None:
+        return TripletCriterion(*args)
+    from itersg.models.speaq import SpeaQCriterion
+
+    if predicate_counts is None:
+        raise ValueError("a SpeaQ model needs the predicate counts that form its predicate groups")
+    return SpeaQCriterion(*args, speaq=model_config.speaq, predicate_counts=predicate_counts,
+                          num_queries=model_config.num_queries)

@@ -44,6 +44,11 @@ def _linears(d: int, n: int) -> nn.ModuleList:
     return nn.ModuleList(nn.Linear(d, d) for _ in range(n))
 
 
+def _repeat(x: Tensor, m: int) -> Tensor:
+    """[B, Q, C] -> [B, m * Q, C], each query m times in a row (x itself when m is 1)."""
+    return x if m == 1 else x.repeat_interleave(m, dim=1)
+
+
 class IterativeDecoder(nn.Module):
     """Subject, object and relation decoders conditioned on one another (see the module docstring)."""
 
@@ -88,10 +93,11 @@ class IterativeDecoder(nn.Module):
 
         Args:
             memory, pos: encoder output and its positions, [B, HW, C]; memory_mask: [B, HW].
-            subject_pos, object_pos, relation_pos: query embeddings, [B, Q, C].
+            subject_pos, object_pos: query embeddings, [B, Q, C]; relation_pos: [B, m * Q, C] (m = 1
+                but for SpeaQ, where subject and object query i serve relation queries m*i .. m*i+m-1).
 
         Returns:
-            subject, object and relation features of every layer, each [num_layers, B, Q, C].
+            subject, object and relation features of every layer, [num_layers, B, Q (m * Q), C].
         """
         out_sub = torch.zeros_like(subject_pos)
         out_obj, out_rel = torch.zeros_like(object_pos), torch.zeros_like(relation_pos)
@@ -117,9 +123,14 @@ class IterativeDecoder(nn.Module):
 
     def _exchange(self, i: int, features: tuple[Tensor, Tensor, Tensor],
                   positions: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, ...]:
-        """Inputs of layer ``i + 1``: each branch's output plus its view of the whole triplet."""
-        triplet = torch.cat(features, -1)  # [B, Q, 3C]
-        triplet_keys = with_pos(triplet, torch.cat(positions, -1))
+        """Inputs of layer ``i + 1``: each branch's output plus its view of the whole triplet.
+
+        With m relation queries per subject/object query (SpeaQ), each triplet repeats its subject and
+        object m times (the official ``repeat_interleave``).
+        """
+        m = features[2].shape[1] // features[0].shape[1]
+        triplet = torch.cat([*(_repeat(f, m) for f in features[:2]), features[2]], -1)  # [B, Q_r, 3C]
+        triplet_keys = with_pos(triplet, torch.cat([*(_repeat(p, m) for p in positions[:2]), positions[2]], -1))
         outputs = []
         for branch, feature, position in zip(BRANCHES, features, positions):
             residual = self._condition(getattr(self, f"{branch}_graph_attn")[i],

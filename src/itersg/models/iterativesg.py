@@ -41,7 +41,8 @@ class IterativeSG(nn.Module):
         self.transformer = IterativeTransformer(config.transformer)
         self.subject_query_embed = nn.Embedding(q, d)
         self.object_query_embed = nn.Embedding(q, d)
-        self.relation_query_embed = nn.Embedding(q, d)
+        # SpeaQ: query_multiplier relation queries per subject/object query (600 x 256 when released)
+        self.relation_query_embed = nn.Embedding(config.num_relation_queries, d)
         # Subjects and objects share one class head and one box head; the box head also gives the
         # relation's box (trained towards the subject-centre/object-centre box).
         self.class_embed = nn.Linear(d, config.num_classes + 1)
@@ -58,7 +59,9 @@ class IterativeSG(nn.Module):
 
         Returns:
             dict with, for the last decoder layer,
-              ``pred_sub_logits``, ``pred_obj_logits``: [B, Q, num_classes + 1] (last = no object);
+              ``pred_sub_logits``, ``pred_obj_logits``: [B, Q, num_classes + 1] (last = no object),
+              where Q is the number of relation queries (SpeaQ: subject and object query i // m serve
+              relation query i, m = ``query_multiplier``, and their outputs are repeated to match);
               ``pred_rel_logits``: [B, Q, num_predicates + 1] (last = no relation);
               ``pred_sub_boxes``, ``pred_obj_boxes``, ``pred_rel_boxes``: [B, Q, 4] normalised
               (cx, cy, w, h) relative to each unpadded image;
@@ -81,9 +84,13 @@ class IterativeSG(nn.Module):
         return out
 
     def _layer_outputs(self, hs_sub: Tensor, hs_obj: Tensor, hs_rel: Tensor) -> list[dict[str, Tensor]]:
-        """Heads on the stacked decoder features [L, B, Q, C] -> one output dict per layer."""
+        """Heads on the stacked decoder features [L, B, Q_e or Q_r, C] -> one output dict per layer."""
         sub_logits, obj_logits = self.class_embed(hs_sub), self.class_embed(hs_obj)
         sub_boxes, obj_boxes = self.bbox_embed(hs_sub).sigmoid(), self.bbox_embed(hs_obj).sigmoid()
+        m = hs_rel.shape[2] // hs_sub.shape[2]
+        if m > 1:  # SpeaQ: one entity output per relation query, as the official ONLY_PREDICATE_MULTIPLY
+            sub_logits, obj_logits, sub_boxes, obj_boxes = (
+                t.repeat_interleave(m, dim=2) for t in (sub_logits, obj_logits, sub_boxes, obj_boxes))
         rel_logits, rel_boxes = self.rel_class_embed(hs_rel), self.bbox_embed(hs_rel).sigmoid()
         return [
             {"pred_sub_logits": sub_logits[i], "pred_sub_boxes": sub_boxes[i],

@@ -1,10 +1,14 @@
-"""The seven named variants of the study and the one way to build them.
+"""The named variants of the study and the one way to build them.
 
 | variant | backbone | extra head |
 |---|---|---|
 | r101-detr | ResNet-101 (detectron2/MSRA layout), res5 | - |
 | vovnet{39,57,99}-detr | VoVNetV2-FPN (``vovnet.build_vovnet_fpn``), ``transformer_level`` | - |
 | vovnet{39,57,99}-centermask | as above | CenterMask heads (``centermask.build_centermask_heads``) |
+
+Every variant trains with one of two methods: IterativeSG, or SpeaQ (``-speaq`` in the name: the
+same model with more relation queries, and SpeaQ's grouped one-to-many matching in the loss, see
+``itersg.models.speaq``). ``r101-detr-speaq`` is the released SpeaQ model (93,328,270 parameters).
 
 ``overrides`` (see ``itersg.models.config``) shrinks the same classes for the demo and the tests.
 """
@@ -35,12 +39,18 @@ class Variant:
     backbone: str
     depth: int
     aux_head: str | None = None
+    method: str = "iterativesg"
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
+METHODS = ("iterativesg", "speaq")
+_ISG_VARIANTS = (
     Variant("r101-detr", "resnet", 101),
     *(Variant(f"vovnet{d}-detr", "vovnet", d) for d in (39, 57, 99)),
     *(Variant(f"vovnet{d}-centermask", "vovnet", d, "centermask") for d in (39, 57, 99)),
+)
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    *_ISG_VARIANTS,
+    *(Variant(f"{v.name}-speaq", v.backbone, v.depth, v.aux_head, "speaq") for v in _ISG_VARIANTS),
 )}
 
 
@@ -90,9 +100,11 @@ def build_model(variant: str, *, num_classes: int = 150, num_predicates: int = 5
                 overrides: Mapping[str, Any] | None = None, transformer_level: str = "P5") -> IterativeSG:
     """IterativeSG with the backbone (and auxiliary head) of ``variant``.
 
-    With no ``overrides`` this is the published model: ``r101-detr`` has 93,251,470 parameters.
+    With no ``overrides`` this is the published model: ``r101-detr`` has 93,251,470 parameters,
+    ``r101-detr-speaq`` 93,328,270.
     """
-    config = model_config(overrides, num_classes=num_classes, num_predicates=num_predicates)
+    config = model_config(overrides, num_classes=num_classes, num_predicates=num_predicates,
+                          speaq=get_variant(variant).method == "speaq")
     backbone = build_backbone(variant, overrides=overrides, transformer_level=transformer_level)
     aux_head = build_aux_head(variant, backbone, num_classes=num_classes, overrides=overrides)
     return IterativeSG(backbone, config, aux_head)
