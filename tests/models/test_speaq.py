@@ -6,12 +6,14 @@ Expected values are worked out by hand in the comments, not taken from the imple
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from itersg.cli import main
 from itersg.errors import UserError
 from itersg.models import build_model, count_parameters
 from itersg.models.config import MatcherConfig, SpeaQConfig, model_config
@@ -261,3 +263,19 @@ def test_iterativesg_is_bit_identical_to_the_code_before_speaq(scenes):
         assert current[part].keys() == golden[part].keys(), part
         different = [k for k in golden[part] if not torch.equal(current[part][k], golden[part][k])]
         assert not different, f"{part}: {different[:5]}"
+
+
+def test_count_params_prints_the_released_totals_and_groups(tmp_path, capsys):
+    names = [f"predicate {i}" for i in range(50)]
+    dicts = {"label_to_idx": {"thing": 1}, "predicate_to_idx": {n: i + 1 for i, n in enumerate(names)},
+             "predicate_count": dict(zip(names, VG150_PREDICATE_COUNTS))}
+    path = tmp_path / "VG-SGG-dicts-with-attri.json"
+    path.write_text(json.dumps(dicts))
+    assert main(["count-params", "r101-detr-speaq", "--dicts", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "backbone": 42_394_816, "total": 93_328_270, "trainable": 93_105_870, "relation_queries": 600,
+        "groups": {"predicates": [2, 2, 3, 43], "relation_queries": [290, 116, 88, 106]}}
+    del dicts["predicate_count"]
+    path.write_text(json.dumps(dicts))
+    assert main(["count-params", "r101-detr-speaq", "--dicts", str(path)]) == 2
+    assert "predicate_count" in capsys.readouterr().err

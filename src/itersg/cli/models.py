@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("variant", help="variant name, e.g. r101-detr")
     _add_model_options(p)
     p.add_argument("--detr", action="store_true", help="count the plain DETR of the variant instead")
+    p.add_argument("--dicts", help="SpeaQ variants: VG-SGG-dicts-with-attri.json whose predicate counts form the "
+                                   "predicate groups to print (default: the one under data.root of --params)")
     p.set_defaults(handler=_run_count_params)
 
     p = subparsers.add_parser("replicate-decoder",
@@ -75,8 +77,50 @@ def _run_count_params(args: argparse.Namespace) -> int:
     overrides, level = _model_options(args)
     build = build_detr if args.detr else build_model
     model = build(args.variant, overrides=overrides, transformer_level=level)
-    print(json.dumps(count_parameters(model)))
+    counts: dict[str, Any] = count_parameters(model)
+    speaq = getattr(model.config, "speaq", None) if not args.detr else None
+    if speaq is not None:
+        counts["relation_queries"] = model.config.num_relation_queries
+        predicate_counts = _predicate_counts(args)
+        if predicate_counts is not None:
+            counts["groups"] = _speaq_groups(predicate_counts, speaq, model.config.num_queries)
+    print(json.dumps(counts))
     return 0
+
+
+def _predicate_counts(args: argparse.Namespace) -> list[int] | None:
+    """``predicate_count`` of --dicts, else of the dicts file under data.root of --params, else None."""
+    from pathlib import Path
+
+    from itersg.data.vg150 import DICTS_FILE, load_vocabulary
+    from itersg.engine.datasets import predicate_counts
+
+    if args.dicts:
+        path = Path(args.dicts)
+    elif args.params:
+        from itersg.config import load_params
+
+        path = Path(load_params(args.params, args.assignments)["data"]["root"]) / DICTS_FILE
+        if not path.is_file():
+            return None
+    else:
+        return None
+    if path.name != DICTS_FILE or not path.is_file():
+        raise UserError(f"--dicts {path}: expected an existing {DICTS_FILE}")
+    counts = predicate_counts(str(path.parent), load_vocabulary(path.parent).predicates)
+    if counts is None:
+        raise UserError(f"{path}: no 'predicate_count' for every predicate")
+    return counts.tolist()
+
+
+def _speaq_groups(predicate_counts: list[int], speaq: Any, num_queries: int) -> dict[str, list[int]]:
+    """SpeaQ's predicate groups: predicates and relation queries per group."""
+    from itersg.models.query_groups import predicate_groups, queries_per_group
+
+    groups = predicate_groups(predicate_counts, speaq.num_groups)
+    shares = queries_per_group(predicate_counts, groups, num_queries)
+    return {"predicates": [len(g) for g in groups],
+            "relation_queries": [s * speaq.query_multiplier for s in shares]}
 
 
 def _run_replicate_decoder(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ transforms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +29,8 @@ class Datasets:
     num_classes: int
     num_predicates: int
     predicate_frequencies: Tensor | None  # [num_predicates], summing to 1 (train split)
+    # [num_predicates] ``predicate_count`` of the dicts file (SpeaQ's predicate groups), None if it has none
+    predicate_counts: Tensor | None = None
 
 
 def load_datasets(params: Mapping[str, Any], detection_only: bool) -> Datasets:
@@ -47,4 +51,20 @@ def load_datasets(params: Mapping[str, Any], detection_only: bool) -> Datasets:
     if not detection_only:
         counts = torch.as_tensor(predicate_frequencies(root, num_val), dtype=torch.float64)
         frequencies = (counts / counts.sum().clamp(min=1)).float()
-    return Datasets(train, val, collate, len(vocabulary.classes), len(vocabulary.predicates), frequencies)
+    return Datasets(train, val, collate, len(vocabulary.classes), len(vocabulary.predicates), frequencies,
+                    predicate_counts(root, vocabulary.predicates))
+
+
+def predicate_counts(root: str, predicates: Sequence[str]) -> Tensor | None:
+    """The dicts file's ``predicate_count`` [P] in predicate order; None without one.
+
+    SpeaQ groups predicates by these counts: for VG150 they are the table hard-coded in the official
+    SpeaQ matcher (on 712,409, has 277,936, ...; 2,046,006 in all).
+    """
+    from itersg.data.vg150 import DICTS_FILE
+
+    with open(Path(root) / DICTS_FILE) as file:
+        counts = json.load(file).get("predicate_count")
+    if not isinstance(counts, Mapping) or set(counts) != set(predicates):
+        return None
+    return torch.tensor([int(counts[name]) for name in predicates], dtype=torch.int64)

@@ -69,7 +69,12 @@ def _scene_graph_task(params: Mapping[str, Any], variant: str, data: datasets.Da
                         overrides=params["model"]["overrides"],
                         transformer_level=params["model"]["transformer_level"])
     loss = LossConfig.from_params(params["loss"], params["variants"][variant])
-    criterion = build_criterion(model, loss, predicate_frequencies=data.predicate_frequencies)
+    if model.config.speaq is not None and data.predicate_counts is None:
+        raise UserError(f"variant {variant!r} (SpeaQ) groups predicates by the 'predicate_count' of "
+                        f"{params['data']['root']}/VG-SGG-dicts-with-attri.json, which has none for every "
+                        "predicate; use the VG150 dicts file")
+    criterion = build_criterion(model, loss, predicate_frequencies=data.predicate_frequencies,
+                                predicate_counts=data.predicate_counts)
     return Task(
         stage="train", variant=variant, model=model, criterion=criterion, train_set=data.train,
         val_set=data.val, collate=data.collate, iterations=params["train"]["iterations"],
