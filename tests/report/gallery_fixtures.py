@@ -38,7 +38,7 @@ def prediction_from(gt: dict, image_id: int, num_predicates: int, wrong: bool) -
     predicates = gt["relations"][:, 2].copy()
     if wrong:
         predicates = (predicates + 1) % num_predicates
-        boxes[0, [0, 2]] += (boxes[0, 2] - boxes[0, 0]) / 2
+        boxes[0, [0, 2]] = np.minimum(boxes[0, [0, 2]] + (boxes[0, 2] - boxes[0, 0]) / 2, gt["width"])
     rel_scores = np.full((len(predicates), num_predicates + 1), 0.01, dtype=np.float32)
     rel_scores[np.arange(len(predicates)), predicates] = 0.9
     return {"image_id": image_id, "boxes": boxes, "labels": gt["labels"],

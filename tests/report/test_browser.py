@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from gallery_fixtures import VARIANTS
 from headless_chromium import find_chromium, load_page
 from PIL import Image
 
 from itersg.report import ReportRequest, write_report
+from itersg.report.gallery import MAX_BYTES
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,3 +56,30 @@ def test_console_errors_are_caught(tmp_path):
     assert any("boom" in e for e in page.errors)
     assert any("missing_function" in e for e in page.errors)
     assert any("127.0.0.1:9" in e for e in page.errors)
+
+
+REPORT_MAX_BYTES = 6_000_000  # docs/reproduce.md: a report stays under 6 MB
+GALLERY_CHECKS = {
+    "gallery": "[...document.querySelectorAll('#gallery img')].map(i => [i.complete, i.naturalWidth, i.alt,"
+               " i.closest('article').dataset.imageId, i.closest('figure').dataset.variant || null])",
+    "hits": "document.querySelectorAll('#gallery li[data-hit=\"1\"]').length",
+    "misses": "document.querySelectorAll('#gallery li[data-hit=\"0\"]').length",
+}
+
+
+def test_the_gallery_loads_with_alt_text_naming_image_and_variant(evaluated, tmp_path):
+    out = write_report(ReportRequest(metrics=[str(p) for p in evaluated.metrics], out=tmp_path / "report.html",
+                                     params=evaluated.params, prepare=evaluated.prepare))
+    page = load_page(out.resolve().as_uri() + "#gallery", tmp_path / "profile", 1400, 2000, GALLERY_CHECKS)
+    assert page.errors == [] and page.warnings == []
+    images = page.values["gallery"]
+    assert len(images) >= 7 * (1 + len(VARIANTS))
+    for complete, width, alt, image_id, variant in images:
+        assert complete and width > 0, alt
+        assert alt.startswith(f"Test image {image_id}: ")
+        assert alt.endswith("ground-truth boxes") if variant is None else f"predicted by {variant} @ " in alt
+    assert page.values["hits"] > 0 and page.values["misses"] > 0
+    assert out.stat().st_size < REPORT_MAX_BYTES
+    html = out.read_text()
+    embedded = sum(len(rest.split('"', 1)[0]) for rest in html.split('src="')[1:] if rest.startswith("data:image/jpeg"))
+    assert 0 < embedded <= MAX_BYTES

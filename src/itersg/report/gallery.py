@@ -12,8 +12,8 @@ triplet is a hit when it matches some ground-truth relation; a ground-truth rela
 variant when one of that variant's first ``RECALL_K`` triplets matches it (so the share of recalled
 relations is the image's R@50).
 
-Size: thumbnails have a longer side of ``THUMB_SIDE`` px and are embedded as JPEG; images stop being
-added once the thumbnails reach ``MAX_BYTES`` (before base64), so the report stays one file of a few MB.
+Size: thumbnails have a longer side of ``THUMB_SIDE`` px and are embedded as JPEG data URIs; images stop
+being added once those reach ``MAX_BYTES`` (as embedded, base64), so a report stays under 6 MB.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ POOL = 200          # images searched for disagreement and tail predicates
 EXTRA = 3           # images added for each of the two reasons
 THUMB_SIDE = 240    # px, longer side of a thumbnail
 JPEG_QUALITY = 80
-MAX_BYTES = 4_000_000  # thumbnails of the gallery, before base64
+MAX_BYTES = 4_000_000  # the gallery's embedded thumbnails (data URIs), in bytes of HTML
 
 
 @dataclass(frozen=True)
@@ -157,13 +157,13 @@ def tail_predicates(prepare: PrepareSummary | None, vocabulary: Vocabulary) -> s
 
 def _thumbnail(image: torch.Tensor, boxes: np.ndarray, names: list[str], colors: list[str], used: list[int],
                alt: str) -> tuple[Image, int]:
-    """A JPEG thumbnail with the ``used`` objects' boxes (original pixels) drawn; and its size in bytes."""
+    """A JPEG thumbnail with the ``used`` objects' boxes (original pixels) drawn; and its data URI's length."""
     small, scale = draw.resize_longer_side(image, THUMB_SIDE)
     scaled = torch.as_tensor(np.asarray(boxes, dtype=np.float32)[used]).reshape(-1, 4) * scale
     small = draw.draw_boxes(small, scaled, [names[i] for i in used], [colors[i] for i in used], line_width=2,
                             font_size=10)
-    data = draw.encode(draw.to_pil(small), "JPEG", JPEG_QUALITY)
-    return Image(draw.data_uri(data, "JPEG"), alt, int(small.shape[-1])), len(data)
+    uri = draw.data_uri(draw.encode(draw.to_pil(small), "JPEG", JPEG_QUALITY), "JPEG")
+    return Image(uri, alt, int(small.shape[-1])), len(uri)
 
 
 def _used(triplets: Sequence[draw.Triplet]) -> list[int]:
@@ -283,8 +283,11 @@ def _gallery_image(sources: _Sources, image_id: int, reason: str) -> tuple[Galle
 
 
 def build_gallery(latest: Mapping[str, ResultRow], params: Mapping[str, Any] | None,
-                  prepare: PrepareSummary | None) -> Gallery:
-    """The gallery of the latest evaluation of each variant, as ``params["report"]["gallery"]`` asks."""
+                  prepare: PrepareSummary | None, max_bytes: int = MAX_BYTES) -> Gallery:
+    """The gallery of the latest evaluation of each variant, as ``params["report"]["gallery"]`` asks.
+
+    Images are added in the order chosen until their thumbnails reach ``max_bytes`` of HTML.
+    """
     if params is None:
         return Gallery(missing="no params file given (--params): the dataset and report.gallery are unknown")
     settings = params["report"]["gallery"]
@@ -300,12 +303,13 @@ def build_gallery(latest: Mapping[str, ResultRow], params: Mapping[str, Any] | N
         if prepare is None:
             notes.append("no prepare summary (--prepare): no images picked for tail predicates")
         gallery = Gallery(notes=notes)
-        for image_id, reason in _choose(sources, settings["images"], settings["seed"], tail):
-            if gallery.bytes >= MAX_BYTES:
-                gallery.notes.append(f"stopped at {len(gallery.images)} images: the thumbnails reached "
-                                     f"{format_size(gallery.bytes)} (cap {format_size(MAX_BYTES)})")
-                break
+        chosen = _choose(sources, settings["images"], settings["seed"], tail)
+        for image_id, reason in chosen:
             item, size = _gallery_image(sources, image_id, reason)
+            if gallery.bytes + size > max_bytes:
+                gallery.notes.append(f"{len(gallery.images)} of {len(chosen)} images shown: the next one would take "
+                                     f"the thumbnails past the cap of {format_size(max_bytes)}")
+                break
             gallery.images.append(item)
             gallery.bytes += size
         return gallery
