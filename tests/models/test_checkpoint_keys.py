@@ -244,6 +244,17 @@ def test_speaq_starts_from_detr_with_fresh_relation_queries(tmp_path):
     assert torch.equal(model.relation_query_embed.weight, before)
     assert torch.equal(model.subject_query_embed.weight, reference["detr.query_embed.weight"])
     assert torch.equal(model.object_query_embed.weight, reference["detr.query_embed.weight"])
+    # the same from IterativeSG weights made by decoder replication (Q relation queries, SpeaQ has 2 Q)
+    replicated = build_model("r101-detr", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
+    load_weights(replicated, tmp_path / "detr.pth")
+    torch.save({"model": replicated.state_dict()}, tmp_path / "init.pth")
+    report = load_weights(model, tmp_path / "init.pth")
+    assert report.initialised == ("relation_query_embed.weight",)
+    assert torch.equal(model.relation_query_embed.weight, before)
+    # a SpeaQ checkpoint never loads into a model with fewer relation queries
+    torch.save({"model": model.state_dict()}, tmp_path / "speaq.pth")
+    with pytest.raises(UserError, match="relation_query_embed"):
+        load_weights(replicated, tmp_path / "speaq.pth")
 
 
 def test_incomplete_or_foreign_checkpoints_are_reported(reference_isg_checkpoint, tmp_path):

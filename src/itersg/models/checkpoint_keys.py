@@ -346,17 +346,19 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     return load_state(model, read_state_dict(path), str(path))
 
 
-def _without_multiplied_queries(replicated: dict[str, Tensor], fresh: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop the replicated relation queries where the model has more of them (SpeaQ: 600, DETR: 300).
+def _without_multiplied_queries(state: dict[str, Tensor], fresh: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the file's relation queries where the model has more of them (SpeaQ: 600, the file: 300).
 
-    SpeaQ starts from the same DETR file; detectron2's checkpointer skips a weight whose shape differs,
-    so its relation queries keep their fresh initialisation. Every other shape mismatch stays an error.
+    SpeaQ starts from the same initial weights as IterativeSG (the VG-pretrained DETR, or IterativeSG
+    weights made from it by decoder replication); detectron2's checkpointer skips a weight whose shape
+    differs, so SpeaQ's relation queries keep their fresh initialisation. Every other shape mismatch
+    stays an error.
     """
     key = "relation_query_embed.weight"
-    if key in replicated and key in fresh and replicated[key].shape[1:] == fresh[key].shape[1:] \
-            and len(fresh[key]) > len(replicated[key]):
-        return {k: v for k, v in replicated.items() if k != key}
-    return replicated
+    if key in state and key in fresh and state[key].shape[1:] == fresh[key].shape[1:] \
+            and len(fresh[key]) > len(state[key]):
+        return {k: v for k, v in state.items() if k != key}
+    return state
 
 
 def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> LoadReport:
@@ -384,5 +386,9 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Lo
         return LoadReport(source_format, len(replicated), tuple(ignored), kept)
     present = {model_part(k) for k in state}
     absent = [k for k in model.state_dict() if model_part(k) not in present]
+    if is_iterativesg:
+        fewer = _without_multiplied_queries(dict(state), model.state_dict())
+        absent += sorted(set(state) - set(fewer))
+        state = fewer
     initialised = load_checked(model, state, source, may_stay=absent)
     return LoadReport(source_format, len(state), tuple(ignored), initialised)
