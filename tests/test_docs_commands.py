@@ -28,6 +28,8 @@ RUN_BY_TEST = {
     "dvc repro --dry": "tests/pipeline/test_dvc.py",
     "dvc repro": "tests/pipeline/test_dvc.py",
     "itersg data verify --root resources/vg": "tests/data/test_verify.py (on the synthetic dataset)",
+    "itersg predict --checkpoint results/demo/train/r101-detr/model_final.pth --variant r101-detr --set mode=demo "
+    "photo.jpg --out predictions": "tests/test_predict.py (on synthetic images with a small checkpoint)",
     "source .venv/bin/activate": "Makefile (make test creates .venv)",
 }
 # Commands that need the internet or a clone URL.

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from itersg.data.image_io import read_image
 from itersg.data.transforms import apply, eval_transforms
@@ -28,7 +30,12 @@ from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.visualize import draw
 
 DRAW_SIDE = (480, 1024)  # the picture's longer side in pixels: small images are enlarged, large ones shrunk
-JSON_FORMAT = "itersg-scene-graph"
+JSON_FORMAT = "itersg-scene-graph"  # its JSON schema: itersg/schemas/scene_graph.schema.yaml
+
+
+def scene_graph_schema() -> dict[str, Any]:
+    """The JSON schema of the files ``itersg predict`` writes."""
+    return yaml.safe_load(files("itersg").joinpath("schemas/scene_graph.schema.yaml").read_text())
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "honoured) and write, per image, OUT/<stem>.json (every object with its box in original "
                     "pixels, class and score; the top triplets with subject/object indices, predicate and "
                     "score) and OUT/<stem>.png (the boxes of those triplets and the list subject —predicate→ "
-                    "object). Class and predicate names come from data.root's VG-SGG-dicts-with-attri.json; "
+                    "object); the JSON follows itersg/schemas/scene_graph.schema.yaml. Class and predicate "
+                    "names come from data.root's VG-SGG-dicts-with-attri.json; "
                     "the model settings (model.overrides, data.test_size) from --params/--set, as for "
                     "`itersg evaluate`. Runs on the GPU when there is one. An unreadable image is one error "
                     "line; the others are still processed and the exit status is 2.",
