@@ -17,6 +17,7 @@ from itersg.report.tables import (
     check_total_params,
     difference_cell,
     predicate_order,
+    published_row,
     published_total_params,
     reference_rows,
 )
@@ -60,6 +61,20 @@ def test_published_totals_are_the_spec_counts():
         assert published_total_params(variant, rows)[0] == total
     assert published_total_params("r101-detr", rows)[1] == "44.5 M"
     assert published_total_params("resnet50-detr", rows) == (None, "")
+    assert published_total_params("r101-detr-speaq", rows) == (93328270, "")
+
+
+def test_speaq_has_the_released_checkpoint_row():
+    rows = reference_rows()
+    row = published_row("r101-detr-speaq", 150000, rows)
+    assert row["project"] == "SpeaQ (released checkpoint)"
+    # as trained: alpha 0.07, UNDERSAMPLE_PARAM 1.5 (the CSV's beta column; itersg's beta 0.75), batch 20
+    assert (row["alpha"], row["beta"], row["batch"], row["total_params"]) == ("0.07", "1.5", "20", "93328270")
+    assert (row["R@20"], row["R@50"], row["R@100"], row["mR@100"], row["zR@100"]) == (
+        "25.08", "32.06", "35.54", "17.60", "4.63")
+    assert published_row("r101-detr-speaq", 250000, rows) is None
+    assert published_row("vovnet39-detr-speaq", 150000, rows) is None
+    assert published_row("r101-detr", 150000, rows) is None
 
 
 def test_recall_difference_is_in_percentage_points():

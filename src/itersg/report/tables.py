@@ -29,6 +29,9 @@ VARIANT_REFERENCE = {
 }
 # The lettered rows are the ETRI study (A = IterativeSG_UBC, the R-101 DETR run); other rows are context.
 STUDY_REFS = ("A", "B", "C", "D", "E", "F", "G")
+# Variants of another method: variant -> the ``ref`` of its published row (SpeaQ's released checkpoint,
+# 150,000 iterations, 93,328,270 parameters). Their rows sit beside the IterativeSG rows, same columns.
+METHOD_REFS = {"r101-detr-speaq": "SpeaQ"}
 EMPTY = "—"
 # Differences smaller than this (in displayed units) count as equal: below the table's 2-decimal rounding.
 SAME_TOLERANCE = 0.005
@@ -91,7 +94,11 @@ def reference_rows() -> list[dict[str, str]]:
 
 def published_row(variant: str, iteration: int,
                   rows: Sequence[Mapping[str, str]]) -> Mapping[str, str] | None:
-    """The study row (A-G) with the variant's backbone and detector at this iteration, if published."""
+    """The study row (A-G) with the variant's backbone and detector at this iteration, if published;
+    for a variant of another method (``METHOD_REFS``), that method's row at this iteration."""
+    if variant in METHOD_REFS:
+        return next((row for row in rows if row["ref"] == METHOD_REFS[variant]
+                     and row["iterations"] == str(iteration)), None)
     if variant not in VARIANT_REFERENCE:
         return None
     backbone, detector = VARIANT_REFERENCE[variant]
@@ -104,11 +111,12 @@ def published_row(variant: str, iteration: int,
 
 def published_total_params(variant: str, rows: Sequence[Mapping[str, str]]) -> tuple[int | None, str]:
     """The T.P. count and the B.P. text of the variant's study row (same for every iteration)."""
-    if variant not in VARIANT_REFERENCE:
+    if variant not in VARIANT_REFERENCE and variant not in METHOD_REFS:
         return None, ""
-    backbone, detector = VARIANT_REFERENCE[variant]
+    backbone, detector = VARIANT_REFERENCE.get(variant, (None, None))
     for row in rows:
-        if row["ref"] in STUDY_REFS and row["backbone"] == backbone and row["detector"] == detector:
+        study_row = row["ref"] in STUDY_REFS and (row["backbone"], row["detector"]) == (backbone, detector)
+        if study_row or row["ref"] == METHOD_REFS.get(variant):
             total = row["total_params"]
             return (int(total) if total else None), row["backbone_params"]
     return None, ""
