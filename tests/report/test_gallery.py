@@ -170,3 +170,12 @@ def test_the_report_shows_the_gallery_with_alt_text_per_image_and_variant(evalua
         for variant in VARIANTS:
             assert f'alt="Test image {image_id}: boxes predicted by {variant} @ 600"' in html
     assert html.count('data-hit="1"') > 0 and html.count('data-hit="0"') > 0
+
+
+def test_an_unreadable_dataset_leaves_the_gallery_out_with_the_reason(evaluated, tmp_path):
+    gone = tmp_path / "gone"
+    out = write_report(ReportRequest(metrics=[str(p) for p in evaluated.metrics], out=tmp_path / "report.html",
+                                     params=evaluated.params, overrides=[f"data.root={gone}"]))
+    html = out.read_text()
+    assert f'<p class="missing">Not shown: {gone}/VG-SGG-with-attri.h5: file not found;' in html
+    assert 'class="gallery-item"' not in html and 'id="table-recall"' in html

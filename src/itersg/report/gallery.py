@@ -230,15 +230,19 @@ def _open(latest: Mapping[str, ResultRow], data: Mapping[str, Any]) -> tuple[_So
         rows[variant], readers[variant] = row, PredictionsReader(path)
     if not readers:
         return None, notes
-    splits = {reader.split for reader in readers.values()}
-    if len(splits) > 1:
+    try:
+        splits = {reader.split for reader in readers.values()}
+        if len(splits) > 1:
+            raise UserError(f"the predictions files are for different splits ({sorted(splits)}); evaluate every "
+                            "variant on the same split (evaluate.split)")
+        index = VG150Index(data["root"], splits.pop(), data["num_val_images"], filter_duplicate_rels=False)
+        vocabulary = load_vocabulary(data["root"])
+    except UserError:
         for reader in readers.values():
             reader.close()
-        raise UserError(f"the predictions files are for different splits ({sorted(splits)}); evaluate every "
-                        "variant on the same split (evaluate.split)")
-    index = VG150Index(data["root"], splits.pop(), data["num_val_images"], filter_duplicate_rels=False)
+        raise
     positions = {int(image_id): i for i, image_id in enumerate(index.image_ids)}
-    return _Sources(rows, readers, index, positions, load_vocabulary(data["root"])), notes
+    return _Sources(rows, readers, index, positions, vocabulary), notes
 
 
 def _choose(sources: _Sources, count: int, seed: int, tail: set[int]) -> list[tuple[int, str]]:
@@ -258,9 +262,9 @@ def _choose(sources: _Sources, count: int, seed: int, tail: set[int]) -> list[tu
                                                           reader.num_predicates))[0]
                               for reader in sources.readers.values()] for image_id in pool}
         for image_id in most_disagreeing(recalls, shown, EXTRA):
-            chosen.append((image_id, "the variants disagree most (per-image R@50 "
-                                     + " vs ".join("—" if r is None else f"{100 * r:.0f}%" for r in recalls[image_id])
-                                     + ")"))
+            values = ", ".join(f"{variant} {'—' if r is None else f'{100 * r:.0f}%'}"
+                               for variant, r in zip(sources.readers, recalls[image_id], strict=True))
+            chosen.append((image_id, f"the variants disagree most (R@{RECALL_K} on this image: {values})"))
             shown.add(image_id)
     counts = {image_id: int(np.isin(gts[image_id]["relations"][:, 2], list(tail)).sum()) for image_id in pool}
     for image_id in most_tail(counts, shown, EXTRA):
