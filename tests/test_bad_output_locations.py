@@ -155,6 +155,12 @@ def _report(i: Inputs, d: Path) -> list[str]:
     return ["report", "--metrics", str(i.metrics), "--out", str(d / "r" / "report.html")]
 
 
+def _predict(i: Inputs, d: Path) -> list[str]:
+    image = sorted((i.data / "VG_100K").glob("*.jpg"))[0]
+    return ["predict", "--checkpoint", str(i.checkpoint), "--variant", "r101-detr", str(image), "--out",
+            str(d / "p"), *_sets(i.data)]
+
+
 def _replicate(i: Inputs, d: Path) -> list[str]:
     return ["replicate-decoder", "--detr", str(i.detr), "--out", str(d / "init.pth"), "--num-predicates",
             str(i.num_predicates), "--overrides", json.dumps(TINY)]
@@ -179,6 +185,7 @@ CASES = {
                                       FULL, size="16k", python=("-c", WITHOUT_SPACE_CHECK)),
     "metrics-full": Case(_metrics, ("m",), "m/metrics.json", FULL, leave=0),
     "report-full": Case(_report, ("r",), "r/report.html", FULL, leave=0),
+    "predict-full": Case(_predict, ("p",), "p", FULL, leave=0),
     "replicate-decoder-full": Case(_replicate, ("init.pth",), "init.pth", f"{FULL} (", size="1m"),
     "prepare-full": Case(_prepare, ("p",), "p/summary.json", FULL, leave=0),
     "train-read-only": Case(_train("train"), ("run/model_final.pth", "run/log.jsonl"), "run", READ_ONLY,
@@ -189,6 +196,7 @@ CASES = {
     "metrics-read-only": Case(_metrics, ("m",), "m/metrics.json", READ_ONLY, read_only=True),
     "report-read-only": Case(_report, ("r/report.html",), "r/report.html", READ_ONLY, read_only=True,
                              existing={"r/old.html": "<p>old</p>\n"}),
+    "predict-read-only": Case(_predict, ("p",), "p", READ_ONLY, read_only=True),
     "replicate-decoder-read-only": Case(_replicate, ("init.pth",), "init.pth", READ_ONLY, read_only=True),
     "prepare-read-only": Case(_prepare, ("p",), "p/summary.json", READ_ONLY, read_only=True),
 }

@@ -25,7 +25,7 @@ from itersg.data.transforms import apply, eval_transforms
 from itersg.data.vg150 import Vocabulary, load_vocabulary
 from itersg.errors import UserError
 from itersg.evaluation.runner import default_device, load_model
-from itersg.files import atomic_output, check_writable_folder, write_text_atomic
+from itersg.files import atomic_output, check_writable_folder
 from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.visualize import draw
 
@@ -153,7 +153,9 @@ def predict_files(predictor: Predictor, images: Sequence[Path], out: Path, *, va
         graph = predictor.scene_graph(image)
         triplets = top_triplets(graph, top, threshold)
         document = scene_graph_document(path, image, graph, triplets, predictor.vocabulary, variant, checkpoint)
-        with atomic_output(png_path) as handle:
-            handle.write(graph_picture(image, document))
-        written.append(write_text_atomic(json_path, json.dumps(document, indent=1) + "\n"))
+        # both written before either is renamed into place: a failed write leaves neither
+        with atomic_output(png_path) as png, atomic_output(json_path) as text:
+            png.write(graph_picture(image, document))
+            text.write((json.dumps(document, indent=1) + "\n").encode())
+        written.append(json_path)
     return written

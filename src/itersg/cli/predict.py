@@ -46,6 +46,7 @@ def _positive(text: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from itersg.cli._params import params_from
     from itersg.errors import UserError
+    from itersg.files import check_writable_folder
     from itersg.predict import load_predictor, output_paths, predict_files
 
     failures: list[UserError] = []
@@ -54,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         failures.append(error)
         print(f"itersg: error: {error}", file=sys.stderr)
 
-    output_paths(args.images, args.out)  # clashing names: one line before the model loads
+    output_paths(args.images, args.out)  # clashing names or an unwritable --out: one line before the model loads
+    check_writable_folder(args.out)
     predictor = load_predictor(params_from(args), args.variant, args.checkpoint)
     written = predict_files(predictor, args.images, args.out, variant=args.variant, checkpoint=args.checkpoint,
                             top=args.top, threshold=args.threshold, on_error=report)
