@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itersg.config import load_params, parse_assignments
+from itersg.config import for_variant, load_params, parse_assignments, variant_recipe
 from itersg.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,8 +18,27 @@ def test_full_defaults_are_the_published_recipe():
     assert params["train"]["iterations"] == 250_000
     assert params["train"]["batch_size"] == 12 and params["train"]["gpus"] == 4
     assert params["study"]["eval_iterations"] == [100_000, 250_000]
-    assert len(params["study"]["variants"]) == 7
-    assert all(v == {"alpha": 0.07, "beta": 0.75} for v in params["variants"].values())
+    assert len(params["study"]["variants"]) == 9
+    speaq = ("r101-detr-speaq", "r101-detr-speaq-baseline")
+    assert all(v == {"alpha": 0.07, "beta": 0.75} for k, v in params["variants"].items() if k not in speaq)
+    # SpeaQ's README recipe: batch 20, 150k iterations (LR drop at 0.64 x 150k = 96k), UNDERSAMPLE_PARAM 1.5
+    for name in speaq:
+        assert params["variants"][name] == {"alpha": 0.07, "beta": 0.75, "iterations": 150_000, "batch_size": 20,
+                                            "eval_iterations": [150_000]}
+    assert variant_recipe(params, "r101-detr") == {"iterations": 250_000, "batch_size": 12,
+                                                   "eval_iterations": [100_000, 250_000]}
+    assert for_variant(params, "r101-detr-speaq")["train"]["iterations"] == 150_000
+
+
+def test_a_variant_cannot_evaluate_past_its_own_iterations():
+    with pytest.raises(UserError, match=r"variants.r101-detr-speaq.*\[200000\] exceed its training iterations"):
+        load_params(PARAMS, ["variants.r101-detr-speaq.eval_iterations=[200000]"])
+    # own iterations without eval_iterations: evaluated at the end
+    assert variant_recipe(load_params(PARAMS, ["variants.r101-detr.iterations=17"]), "r101-detr") == {
+        "iterations": 17, "batch_size": 12, "eval_iterations": [17]}
+    demo = load_params(PARAMS, ["mode=demo"])
+    assert variant_recipe(demo, "r101-detr-speaq") == {"iterations": 600, "batch_size": 16,
+                                                        "eval_iterations": [300, 600]}
 
 
 def test_demo_switch_applies_the_demo_section():

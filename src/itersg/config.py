@@ -171,6 +171,36 @@ def _check_consistency(params: Mapping[str, Any], source: str) -> None:
     missing = [v for v in params["study"]["variants"] if v not in params["variants"]]
     if missing:
         raise UserError(f"{source}: key 'variants': no settings for {missing}; add them under 'variants:'")
+    for variant, settings in params["variants"].items():
+        if not set(RECIPE_KEYS) & set(settings):
+            continue
+        recipe = variant_recipe(params, variant)
+        too_late = [i for i in recipe["eval_iterations"] if i > recipe["iterations"]]
+        if too_late:
+            raise UserError(f"{source}: key 'variants.{variant}': evaluation iterations {too_late} exceed its "
+                            f"training iterations ({recipe['iterations']}); set its eval_iterations")
+
+
+# A variant's own training recipe (``variants.<name>``) where it differs from the study's.
+RECIPE_KEYS = ("iterations", "batch_size", "eval_iterations")
+
+
+def variant_recipe(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """``iterations``, ``batch_size`` and ``eval_iterations`` of ``variant``: its own settings where given,
+    else the study's ``train.iterations``, ``train.batch_size`` and ``study.eval_iterations``; a variant
+    with its own iterations but no eval_iterations is evaluated at its last one."""
+    own = params["variants"].get(variant, {})
+    evaluated = [own["iterations"]] if "iterations" in own else params["study"]["eval_iterations"]
+    return {"iterations": own.get("iterations", params["train"]["iterations"]),
+            "batch_size": own.get("batch_size", params["train"]["batch_size"]),
+            "eval_iterations": list(own.get("eval_iterations", evaluated))}
+
+
+def for_variant(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """``params`` with the study's recipe keys replaced by ``variant``'s (``variant_recipe``)."""
+    recipe = variant_recipe(params, variant)
+    return deep_merge(params, {"train": {"iterations": recipe["iterations"], "batch_size": recipe["batch_size"]},
+                               "study": {"eval_iterations": recipe["eval_iterations"]}})
 
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:

@@ -130,32 +130,40 @@ def upstream_jobs(params: Mapping[str, Any], variant: str, iteration: int | str)
     """(log, output) of every job one evaluation depends on, from the evaluation back to the data."""
     jobs = [(log_file(params, "evaluate", f"{variant}_{iteration}"), metrics_file(params, variant, iteration)),
             (log_file(params, "train", variant), final_weights(params, variant))]
-    if variant == "r101-detr" and params["detr_weights"]["source"] == "pretrain":
+    if starts_from_detr(variant) and params["detr_weights"]["source"] == "pretrain":
         jobs += [(log_file(params, "replicate_decoder"), replicated_init(params)),
                  (log_file(params, "pretrain_detr"), f"{detr_pretrain_dir(params)}/model_final.pth")]
-    elif variant == "r101-detr":
+    elif starts_from_detr(variant):
         jobs.append((log_file(params, "fetch_detr"), released_detr(params)))
     data_job = "synth" if params["mode"] == "demo" else "fetch_vg"
     return [*jobs, (log_file(params, "prepare"), prepare_summary(params)),
             (log_file(params, "verify"), verified_flag(params)), (log_file(params, data_job), vg_files(params)["h5"])]
 
 
+def evaluations(params: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(variant, iteration) of every evaluation of the study, variant-major: each variant at its own
+    ``eval_iterations`` where it has them, else at the study's."""
+    from itersg.config import variant_recipe
+
+    return [(variant, iteration) for variant in params["study"]["variants"]
+            for iteration in variant_recipe(params, variant)["eval_iterations"]]
+
+
 def all_metrics(params: Mapping[str, Any]) -> list[str]:
     """Every metrics file of the study, variant-major."""
-    return [
-        metrics_file(params, variant, iteration)
-        for variant in params["study"]["variants"]
-        for iteration in params["study"]["eval_iterations"]
-    ]
+    return [metrics_file(params, variant, iteration) for variant, iteration in evaluations(params)]
 
 
 def all_predictions(params: Mapping[str, Any]) -> list[str]:
     """Every predictions file of the study, in the order of ``all_metrics``."""
-    return [
-        predictions_file(params, variant, iteration)
-        for variant in params["study"]["variants"]
-        for iteration in params["study"]["eval_iterations"]
-    ]
+    return [predictions_file(params, variant, iteration) for variant, iteration in evaluations(params)]
+
+
+def starts_from_detr(variant: str) -> bool:
+    """True for the variants that start from the VG-pretrained DETR: those with its ResNet-101 backbone."""
+    from itersg.models.registry import get_variant
+
+    return get_variant(variant).backbone == "resnet"
 
 
 def gallery_inputs(params: Mapping[str, Any]) -> dict[str, str]:

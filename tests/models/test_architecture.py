@@ -142,7 +142,8 @@ def test_resnet_overrides_change_depth_width_and_statistics():
 def test_registry_names_the_seven_variants_and_their_speaq_versions():
     isg = ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
            "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
-    assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg)]
+    assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg), "r101-detr-speaq-baseline"]
+    assert VARIANTS["r101-detr-speaq-baseline"].method == "iterativesg"
     assert {VARIANTS[name].method for name in isg} == {"iterativesg"}
     assert VARIANTS["vovnet57-centermask-speaq"].method == "speaq"
     assert VARIANTS["vovnet57-centermask-speaq"].aux_head == "centermask"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pipeline_helpers import copy_project, run, set_tiny_demo
 
-from itersg.config import load_params, params_schema, resolve_params
+from itersg.config import RECIPE_KEYS, load_params, params_schema, resolve_params, variant_recipe
 from itersg.dvc_stages import DVC_FILES, dvc_yaml
 from itersg.errors import UserError
 from itersg.pipeline import params_stage
@@ -91,10 +91,12 @@ def _resolved(spec: dict, schema: dict) -> dict:
     return spec
 
 
-def schema_keys() -> Iterator[tuple[str, dict, list[str]]]:
-    """(dotted key, its schema, its x-stages) for every key, demo overrides and every variant's keys included."""
+def schema_keys(variant_names: list[str] | None = None) -> Iterator[tuple[str, dict, list[str]]]:
+    """(dotted key, its schema, its x-stages) for every key, demo overrides and every variant's keys included
+    (of ``variant_names``, default every variant)."""
     schema = params_schema()
-    variant_names = _resolved({"$ref": "#/$defs/variant_name"}, schema)["enum"]
+    if variant_names is None:
+        variant_names = _resolved({"$ref": "#/$defs/variant_name"}, schema)["enum"]
 
     def walk(key: str, spec: dict, stages: list[str] | None) -> Iterator[tuple[str, dict, list[str]]]:
         spec = _resolved(spec, schema)
@@ -166,6 +168,8 @@ def _change(project: Path, key: str, spec: dict, schema: dict) -> Any:
         current = _get(original, key)
     elif not key.startswith("demo."):
         current = _get(resolve_params({**original, "mode": "full"}), key)
+    if current is None:  # a key without a default: its effective value (a variant's recipe key)
+        current = _effective(resolve_params({**original, "mode": "demo"}), key.removeprefix("demo."), spec, schema)
     for value in _candidates(spec, current, schema):
         changed = json.loads(json.dumps(original))
         _set(changed, key, value)
@@ -177,6 +181,14 @@ def _change(project: Path, key: str, spec: dict, schema: dict) -> Any:
         path.write_text(yaml.safe_dump(changed, sort_keys=False))
         return value
     raise AssertionError(f"{key}: no valid other value among {_candidates(spec, current, schema)}")
+
+
+def _effective(params: dict, key: str, spec: dict, schema: dict) -> Any:
+    """The value ``key`` stands for when it is not set: a variant's recipe key falls back to the study's."""
+    parts = key.split(".")
+    if parts[0] == "variants" and parts[-1] in RECIPE_KEYS:
+        return variant_recipe(params, parts[1])[parts[-1]]
+    return _resolved(spec, schema).get("default")
 
 
 def _job_files(project: Path) -> dict[str, tuple[list[str], list[str]]]:
@@ -221,9 +233,12 @@ def test_every_schema_key_reruns_exactly_the_stages_it_names(committed_demo):
     before = _job_files(project)
     demo_before = resolve_params({**yaml.safe_load(params_text), "mode": "demo"})
     assert _dvc_changed(project) == set() and rerun_reasons(project, "demo") == {}
-    keys = list(schema_keys())
-    assert len(keys) > 100 and {"data.crop_resize_sizes", "demo.train.lr", "variants.r101-detr.beta"} <= {
-        k for k, _, _ in keys}
+    # every variant key of the demo's variants, and of one variant outside the demo (it reruns nothing)
+    study = demo_before["study"]["variants"]
+    outside = next(name for name in _resolved({"$ref": "#/$defs/variant_name"}, schema)["enum"] if name not in study)
+    keys = list(schema_keys([*study, outside]))
+    assert len(keys) > 100 and {"data.crop_resize_sizes", "demo.train.lr", "variants.r101-detr.beta",
+                                "variants.r101-detr.iterations"} <= {k for k, _, _ in keys}
     mismatches = []
     try:
         for key, spec, stages in keys:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itersg.config import load_params, stage_keys
+from itersg.config import load_params, stage_keys, variant_recipe
 from itersg.dvc_stages import DVC_FILES, stale_dvc_files
 from itersg.workflow_dag import workflow_jobs
 
@@ -31,7 +31,19 @@ def test_full_dag_covers_every_variant_and_checkpoint():
     trained = sorted(job.wildcards["variant"] for job in jobs if job.rule == "train")
     evaluated = sorted((j.wildcards["variant"], int(j.wildcards["iteration"])) for j in jobs if j.rule == "evaluate")
     assert trained == sorted(params["study"]["variants"])
-    assert evaluated == sorted((v, i) for v in trained for i in params["study"]["eval_iterations"])
+    # each variant at its own checkpoints where its recipe is its own (SpeaQ: the end of 150k iterations)
+    assert evaluated == sorted((v, i) for v in trained for i in variant_recipe(params, v)["eval_iterations"])
+    assert ("r101-detr-speaq", 150000) in evaluated and ("r101-detr-speaq-baseline", 150000) in evaluated
+    assert ("r101-detr", 250000) in evaluated and ("r101-detr-speaq", 250000) not in evaluated
+    # the SpeaQ variant's evaluation meets the published SpeaQ row in the report
+    from itersg.report.tables import published_row, reference_rows
+
+    assert published_row("r101-detr-speaq", 150000, reference_rows())["project"] == "SpeaQ (released checkpoint)"
+    # the ResNet-101 variants start from the VG-pretrained DETR
+    inputs = {job.wildcards["variant"]: job.inputs for job in jobs if job.rule == "train"}
+    for variant in ("r101-detr", "r101-detr-speaq", "r101-detr-speaq-baseline"):
+        assert "resources/weights/iterativesg_detr_vg.pth" in inputs[variant], variant
+    assert "resources/weights/iterativesg_detr_vg.pth" not in inputs["vovnet39-detr"]
 
 
 def test_committed_dvc_files_are_generated_from_the_workflow():

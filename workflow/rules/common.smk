@@ -4,7 +4,7 @@ import os
 
 import itersg.pipeline as paths
 import itersg.slurm as slurm
-from itersg.config import resolve_params, stage_values
+from itersg.config import for_variant, resolve_params, stage_values
 from snakemake.utils import validate
 
 
@@ -42,8 +42,9 @@ def benchmark_path(rule_name, wildcard_part=""):
 
 
 def init_weights(wildcards):
-    """IterativeSG initial weights: only r101-detr starts from the VG-pretrained DETR."""
-    if wildcards.variant != "r101-detr":
+    """Initial weights: the ResNet-101 variants (r101-detr and its SpeaQ versions) start from the
+    VG-pretrained DETR."""
+    if not paths.starts_from_detr(wildcards.variant):
         return []
     if P["detr_weights"]["source"] == "released":
         return [paths.released_detr(P)]
@@ -62,7 +63,10 @@ TRAINING_RESOURCES = slurm.training_resources(P)
 
 
 def runtime_of(stage):
-    """Minutes per attempt: retries ask for more (the job resumes its checkpoint)."""
+    """Minutes per attempt: retries ask for more (the job resumes its checkpoint). Training jobs count
+    their variant's own iterations and batch size."""
+    if stage == "train":
+        return lambda wildcards, attempt: slurm.training_runtime(for_variant(P, wildcards.variant), stage, attempt)
     return lambda wildcards, attempt: slurm.training_runtime(P, stage, attempt)
 
 

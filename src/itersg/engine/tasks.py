@@ -55,7 +55,9 @@ def build_task(params: Mapping[str, Any], stage: str, variant: str | None) -> Ta
                         "{alpha: ..., beta: ...} for it")
     data = datasets.load_datasets(params, detection_only=stage == "pretrain_detr")
     if stage == "train":
-        return _scene_graph_task(params, variant, data)
+        from itersg.config import for_variant
+
+        return _scene_graph_task(for_variant(params, variant), variant, data)
     return _detr_task(params, variant, data)
 
 

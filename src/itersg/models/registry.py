@@ -6,9 +6,11 @@
 | vovnet{39,57,99}-detr | VoVNetV2-FPN (``vovnet.build_vovnet_fpn``), ``transformer_level`` | - |
 | vovnet{39,57,99}-centermask | as above | CenterMask heads (``centermask.build_centermask_heads``) |
 
-Every variant trains with one of two methods: IterativeSG, or SpeaQ (``-speaq`` in the name: the
+Every variant trains with one of two methods: IterativeSG, or SpeaQ (the ``-speaq`` versions: the
 same model with more relation queries, and SpeaQ's grouped one-to-many matching in the loss, see
-``itersg.models.speaq``). ``r101-detr-speaq`` is the released SpeaQ model (93,328,270 parameters).
+``itersg.models.speaq``). ``r101-detr-speaq`` is the released SpeaQ model (93,328,270 parameters);
+``r101-detr-speaq-baseline`` is IterativeSG's r101-detr under another name, so that params.yaml can
+train it with SpeaQ's recipe (SpeaQ's baseline) beside r101-detr with IterativeSG's.
 
 ``overrides`` (see ``itersg.models.config``) shrinks the same classes for the demo and the tests.
 """
@@ -51,6 +53,7 @@ _ISG_VARIANTS = (
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     *_ISG_VARIANTS,
     *(Variant(f"{v.name}-speaq", v.backbone, v.depth, v.aux_head, "speaq") for v in _ISG_VARIANTS),
+    Variant("r101-detr-speaq-baseline", "resnet", 101),
 )}
 
 

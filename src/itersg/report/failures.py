@@ -46,12 +46,11 @@ def write_failure_metrics(params: Mapping[str, Any], root: Path = Path()) -> lis
     """Write a failed-status metrics file for every missing evaluation; return them (may be empty)."""
     out_dir = root / pipeline.failed_metrics_dir(params)
     written = []
-    for variant in params["study"]["variants"]:
-        for iteration in params["study"]["eval_iterations"]:
-            if (root / pipeline.metrics_file(params, variant, iteration)).exists():
-                continue
-            record = {"variant": variant, "iteration": int(iteration), "status": "failed",
-                      "error": failure_reason(params, variant, iteration, root)}
-            written.append(write_text_atomic(out_dir / f"{variant}_{iteration}.json",
-                                             json.dumps(record, indent=1) + "\n"))
+    for variant, iteration in pipeline.evaluations(params):
+        if (root / pipeline.metrics_file(params, variant, iteration)).exists():
+            continue
+        record = {"variant": variant, "iteration": int(iteration), "status": "failed",
+                  "error": failure_reason(params, variant, iteration, root)}
+        written.append(write_text_atomic(out_dir / f"{variant}_{iteration}.json",
+                                         json.dumps(record, indent=1) + "\n"))
     return written

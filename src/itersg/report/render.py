@@ -45,11 +45,14 @@ def column_groups(columns: Sequence[tables.Column]) -> list[tuple[str, int]]:
     return [(group, len(list(members))) for group, members in groupby(columns, key=lambda c: c.group)]
 
 
-def _study(params: provenance.ParamsInfo | None) -> tuple[list[str] | None, list[int] | None]:
+def _study(params: provenance.ParamsInfo | None) -> tuple[list[str] | None, dict[str, list[int]] | None]:
+    """The study's variants and each one's evaluated iterations (its own recipe, else the study's)."""
     if params is None:
         return None, None
-    study = params.resolved["study"]
-    return list(study["variants"]), [int(i) for i in study["eval_iterations"]]
+    from itersg.config import variant_recipe
+
+    variants = list(params.resolved["study"]["variants"])
+    return variants, {v: [int(i) for i in variant_recipe(params.resolved, v)["eval_iterations"]] for v in variants}
 
 
 def _predicates(latest: dict[str, tables.ResultRow], prepare: inputs.PrepareSummary | None) -> dict[str, Any]:

@@ -238,24 +238,26 @@ def variant_order(variants: Iterable[str]) -> list[str]:
 
 
 def study_keys(selection: MetricsSelection, variants: Sequence[str] | None,
-               iterations: Sequence[int] | None) -> list[tuple[str, int, bool]]:
+               iterations: Sequence[int] | Mapping[str, Sequence[int]] | None) -> list[tuple[str, int, bool]]:
     """(variant, iteration, in_study) for every row: the study's grid, then metrics outside it.
 
-    Without params the grid is every variant seen × every iteration seen, so a missing checkpoint of a
-    variant still shows as "not run".
+    ``iterations``: the same for every variant, or each variant's own. Without params the grid is every
+    variant seen × every iteration seen, so a missing checkpoint of a variant still shows as "not run".
     """
     seen = {(m.variant, m.iteration) for m in selection.files}
     if variants is None or iterations is None:
         variants = variant_order(v for v, _ in seen)
         iterations = sorted({i for _, i in seen})
-    grid = [(v, int(i)) for v in variants for i in sorted(iterations)]
+    per_variant = iterations if isinstance(iterations, Mapping) else dict.fromkeys(variants, iterations)
+    grid = [(v, int(i)) for v in variants for i in sorted(per_variant[v])]
     order = variant_order(v for v, _ in seen)
     extra = sorted(seen - set(grid), key=lambda key: (order.index(key[0]), key[1]))
     return [(v, i, True) for v, i in grid] + [(v, i, False) for v, i in extra]
 
 
 def build_rows(selection: MetricsSelection, variants: Sequence[str] | None,
-               iterations: Sequence[int] | None, reference: Sequence[Mapping[str, str]]) -> list[ResultRow]:
+               iterations: Sequence[int] | Mapping[str, Sequence[int]] | None,
+               reference: Sequence[Mapping[str, str]]) -> list[ResultRow]:
     """The rows of the main tables, with cells for every column."""
     by_key = {(m.variant, m.iteration): m for m in selection.files}
     rows = []
