@@ -138,6 +138,15 @@ def test_the_same_settings_give_the_same_gallery_and_another_seed_another(evalua
     assert not any(item.reason.startswith("tail") for item in first.images)
 
 
+def test_one_variant_alone_has_no_disagreement_picks(evaluated):
+    latest = {variant: row for variant, row in _latest(evaluated).items() if variant == VARIANTS[1]}
+    gallery = build_gallery(latest, load_params(evaluated.params), load_prepare(evaluated.prepare))
+    assert gallery.notes == ["one variant only: no images picked for disagreement between variants"]
+    assert [v.variant for item in gallery.images for v in item.variants] == [VARIANTS[1]] * len(gallery.images)
+    assert not any(item.reason.startswith("the variants disagree") for item in gallery.images)
+    assert any(item.reason.startswith("tail predicates") for item in gallery.images)
+
+
 def test_the_gallery_stops_at_its_size_cap(evaluated):
     params = load_params(evaluated.params)
     full = build_gallery(_latest(evaluated), params, None)

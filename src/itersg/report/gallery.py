@@ -306,6 +306,8 @@ def build_gallery(latest: Mapping[str, ResultRow], params: Mapping[str, Any] | N
         tail = tail_predicates(prepare, sources.vocabulary)
         if prepare is None:
             notes.append("no prepare summary (--prepare): no images picked for tail predicates")
+        if len(sources.readers) == 1:
+            notes.append("one variant only: no images picked for disagreement between variants")
         gallery = Gallery(notes=notes)
         chosen = _choose(sources, settings["images"], settings["seed"], tail)
         for image_id, reason in chosen:
