@@ -214,6 +214,9 @@ def test_speaq_criterion_matches_every_layer_on_its_own(small_overrides, scenes)
     assert torch.isfinite(total)
     total.backward()
     assert model.relation_query_embed.weight.grad.abs().sum() > 0
+    # an image without relations has nothing to repeat or match: every query learns "no relation" there
+    empty = [data[0][1], {**data[1][1], "relations": torch.zeros(0, 3, dtype=torch.int64)}]
+    assert torch.isfinite(criterion.weighted_total(criterion(outputs, empty)))
     with pytest.raises(ValueError, match="predicate counts"):
         build_criterion(model)
     assert isinstance(build_criterion(build_model("r101-detr", num_classes=4, num_predicates=4,
