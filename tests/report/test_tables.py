@@ -122,3 +122,14 @@ def test_any_parameter_difference_is_a_mismatch():
     assert "worse" in difference_cell(Cell("", 79102605), Cell("", 79102606.0), total).css
     same = difference_cell(Cell("", 79102606), Cell("", 79102606.0), total)
     assert "same" in same.css and same.text == "0"
+
+
+def test_each_variant_has_its_own_checkpoints_in_the_study_grid():
+    from itersg.report.inputs import MetricsSelection
+    from itersg.report.tables import study_keys
+
+    grid = study_keys(MetricsSelection([]), ["r101-detr", "r101-detr-speaq"],
+                      {"r101-detr": [250000, 100000], "r101-detr-speaq": [150000]})
+    assert grid == [("r101-detr", 100000, True), ("r101-detr", 250000, True), ("r101-detr-speaq", 150000, True)]
+    assert study_keys(MetricsSelection([]), ["a", "b"], [2, 1]) == [("a", 1, True), ("a", 2, True),
+                                                                    ("b", 1, True), ("b", 2, True)]
