@@ -24,6 +24,8 @@ def test_infer_and_train_benchmarks_report_speed_and_machine(capsys):
     assert infer["params"]["total"] > infer["params"]["backbone"] > 0
     train = _bench(["train", "--variant", "r101-detr", *common], capsys)
     assert train["images_per_second"] > 0 and train["batch_size"] == 2
+    speaq = _bench(["train", "--variant", "r101-detr-speaq", *common], capsys)
+    assert speaq["images_per_second"] > 0 and speaq["variant"] == "r101-detr-speaq"
 
 
 def test_index_benchmark_opens_a_real_size_index(tmp_path, capsys):

@@ -112,7 +112,9 @@ def bench_train(variant: str, *, batch_size: int = 12, height: int = 800, width:
     """Images per second of a full training step (matching, loss, backward, clip, fused AdamW on GPU)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(variant, overrides=overrides).train()
-    criterion = build_criterion(model, LossConfig()).to(device)
+    # SpeaQ groups predicates by count: the random batch draws them uniformly, so count them equal
+    counts = torch.ones(model.config.num_predicates, dtype=torch.int64)
+    criterion = build_criterion(model, LossConfig(), predicate_counts=counts).to(device)
     runner = _prepare(model, device, channels_last, compile_model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-4, weight_decay=1e-4, fused=device.type == "cuda")
