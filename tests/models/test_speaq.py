@@ -282,3 +282,21 @@ def test_count_params_prints_the_released_totals_and_groups(tmp_path, capsys):
     path.write_text(json.dumps(dicts))
     assert main(["count-params", "r101-detr-speaq", "--dicts", str(path)]) == 2
     assert "predicate_count" in capsys.readouterr().err
+
+
+def test_speaq_combines_with_the_vovnet_centermask_variant(small_overrides, scenes):
+    torch.manual_seed(0)
+    overrides = {**small_overrides, "backbone": {"small": True}, "aux_head": {"small": True},
+                 "speaq": {"num_groups": 2}}
+    model = build_model("vovnet39-centermask-speaq", num_classes=4, num_predicates=4, overrides=overrides,
+                        transformer_level="P3")
+    plain = build_model("vovnet39-centermask", num_classes=4, num_predicates=4, overrides=overrides,
+                        transformer_level="P3")
+    # only the relation queries differ: Q more of them, of width hidden_dim
+    q, d = small_overrides["num_queries"], small_overrides["hidden_dim"]
+    assert count_parameters(model)["total"] - count_parameters(plain)["total"] == q * d
+    criterion = build_criterion(model, predicate_counts=[6, 5, 3, 2])
+    data = scenes(2, size=64)
+    losses = criterion(model([image for image, _ in data]), [target for _, target in data])
+    assert any(name.startswith("loss_fcos") for name in losses)  # the CenterMask head still trains
+    assert torch.isfinite(criterion.weighted_total(losses))
