@@ -84,6 +84,23 @@ def job_param_keys(job: Job, params: Mapping[str, Any], mode: str) -> list[str]:
         keys.append(f"variants.{variant}")
     if mode == "demo":
         keys = [source for key in keys for source in demo_sources(params, key)]
+    if job.rule == "report":
+        keys += evaluation_keys(params, mode)
+    return keys
+
+
+def evaluation_keys(params: Mapping[str, Any], mode: str) -> list[str]:
+    """The variants' own recipe keys that decide which checkpoints the study evaluates (the report's rows),
+    where params.yaml sets them: a removed evaluation changes no input the report still has."""
+    from itersg.config import resolve_params
+
+    keys = []
+    for variant in resolve_params({**params, "mode": mode})["study"]["variants"]:
+        for name in ("iterations", "eval_iterations"):
+            parts = ["variants", variant, name]
+            # as demo_sources: in the demo the demo's value replaces the study's
+            candidates = ([["demo", *parts]] if mode == "demo" else []) + [parts]
+            keys += [".".join(p) for p in candidates if _get(params, p) is not _MISSING][:1]
     return keys
 
 

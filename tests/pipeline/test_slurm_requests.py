@@ -87,3 +87,19 @@ def test_launcher_inside_a_job_step_or_without_slurm():
     assert launch_command(["itersg", "train"], 1, 1, 6, {}) == ["itersg", "train"]
     with pytest.raises(UserError, match=r"train\.nodes=2 needs a SLURM allocation"):
         launch_command(["itersg"], 2, 1, 6, {})
+
+
+def test_speaq_jobs_are_sized_by_their_own_recipe():
+    from itersg.config import for_variant
+    from itersg.engine.sampler import per_rank_batch
+
+    params = for_variant(_params(), "r101-detr-speaq")
+    # 150,000 iterations x 20 images / (40 images/s x 4 GPUs) = 18,750 s = 313 minutes, + 15: as r101-detr's
+    # 250,000 x 12, by coincidence; half the iterations, half the time
+    assert slurm.training_runtime(params, "train", 1, {}) == 328
+    half = for_variant(_params("variants.r101-detr-speaq.iterations=75000",
+                               "variants.r101-detr-speaq.eval_iterations=[75000]"), "r101-detr-speaq")
+    assert slurm.training_runtime(half, "train", 1, {}) == 15 + 157
+    assert per_rank_batch(params["train"]["batch_size"], 4) == 5  # batch 20 on the 4 GPUs of a job
+    options = _sbatch_options(params)
+    assert "--gres=gpu:4" in options and "-t 328" in " ".join(options)

@@ -78,6 +78,9 @@ def test_variant_settings_are_params_of_only_that_variants_stages(mode):
         if name.startswith(("train-", "evaluate-")):
             variant = name.split("-", 1)[1]
             assert len(variant_keys) == 1 and variant.startswith(variant_keys.pop()), name
+        elif name == "report":  # which checkpoints each variant evaluates: the report's rows
+            recipe = [p for p in keys if p.startswith("variants.")]
+            assert all(p.endswith((".iterations", ".eval_iterations")) for p in recipe), recipe
         else:
             assert variant_keys == set(), name
 
