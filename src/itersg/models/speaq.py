@@ -107,8 +107,9 @@ class SpeaQCriterion(TripletCriterion):
     def forward(self, outputs: Mapping, targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
         """Unweighted losses of ``outputs`` (``IterativeSG.forward``) against dataset ``targets``."""
         prepared = relation_targets(targets)
+        layers = {"": outputs, **{f"_{i}": aux for i, aux in enumerate(outputs.get("aux_outputs", []))}}
         losses = {}
-        for suffix, layer in [("", outputs), *((f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", [])))]:
+        for suffix, layer in layers.items():
             indices, repeated = self.matcher(layer, prepared)
             num = num_matched(indices, layer["pred_rel_logits"].device)
             losses.update({k + suffix: v for k, v in self.layer_losses(layer, repeated, indices, num).items()})
