@@ -306,3 +306,24 @@ def test_speaq_combines_with_the_vovnet_centermask_variant(small_overrides, scen
     losses = criterion(model([image for image, _ in data]), [target for _, target in data])
     assert any(name.startswith("loss_fcos") for name in losses)  # the CenterMask head still trains
     assert torch.isfinite(criterion.weighted_total(losses))
+
+
+def test_doubled_relation_queries_with_equal_embeddings_compute_iterativesg(small_overrides, scenes):
+    # relation queries 2i and 2i + 1 both pair with subject/object query i. Give both IterativeSG's relation
+    # query i: every triplet then appears twice, attention over two equal copies equals attention over one,
+    # so SpeaQ's outputs are IterativeSG's, each relation output twice.
+    torch.manual_seed(0)
+    overrides = {**small_overrides, "dropout": 0.0}
+    isg = build_model("r101-detr", num_classes=4, num_predicates=4, overrides=overrides).eval()
+    speaq = build_model("r101-detr-speaq", num_classes=4, num_predicates=4, overrides=overrides).eval()
+    state = isg.state_dict()
+    state["relation_query_embed.weight"] = state["relation_query_embed.weight"].repeat_interleave(2, dim=0)
+    speaq.load_state_dict(state)
+    images = [image for image, _ in scenes(2, size=64)]
+    with torch.no_grad():
+        ours, reference = speaq(images), isg(images)
+    for key in ("pred_sub_logits", "pred_obj_boxes", "pred_rel_logits", "pred_rel_boxes"):
+        for i in (0, 1):
+            torch.testing.assert_close(ours[key][:, i::2], reference[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours["aux_outputs"][0][key][:, 1::2], reference["aux_outputs"][0][key],
+                                   rtol=1e-4, atol=1e-5)
