@@ -315,6 +315,10 @@ def test_doubled_relation_queries_with_equal_embeddings_compute_iterativesg(smal
     torch.manual_seed(0)
     overrides = {**small_overrides, "dropout": 0.0}
     isg = build_model("r101-detr", num_classes=4, num_predicates=4, overrides=overrides).eval()
+    with torch.no_grad():  # the conditioning starts at zero: switch it on, or the pairing would not matter
+        for name, parameter in isg.transformer.decoder.named_parameters():
+            if "_proj." in name:
+                parameter.normal_(0.0, 0.2)
     speaq = build_model("r101-detr-speaq", num_classes=4, num_predicates=4, overrides=overrides).eval()
     state = isg.state_dict()
     state["relation_query_embed.weight"] = state["relation_query_embed.weight"].repeat_interleave(2, dim=0)
