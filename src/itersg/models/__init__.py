@@ -1,6 +1,7 @@
 """Models of itersg: backbones, IterativeSG, DETR, matching, losses, post-processing, checkpoint maps.
 
-Entry points: ``build_model`` / ``build_detr`` (registry of the seven variants), ``build_criterion``,
+Entry points: ``build_model`` / ``build_detr`` (registry of the seven variants, their SpeaQ versions and
+SpeaQ's baseline), ``build_criterion``,
 ``postprocess_scene_graphs``, ``load_weights`` and ``replicate_decoder``.
 """
 
