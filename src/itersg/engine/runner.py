@@ -86,6 +86,10 @@ def run_training(params: Mapping[str, Any], stage: str, out: str | Path, variant
     (``srun --kill-on-bad-exit``) reports 75.
     """
     launch = dist_utils.detect_launch()
+    if stage == "train" and variant is not None:  # the variant's own recipe (SpeaQ's), recorded as run
+        from itersg.config import for_variant
+
+        params = for_variant(params, variant)
     train = params["train"]
     device = dist_utils.select_device(launch, train["gpus"], train["nodes"], train["device"])
     dist_utils.init_process_group(launch, device)
