@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test lint venv
+.PHONY: demo demo-long test lint venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 # evaluation and the report (reports/demo/report.html).
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --config mode=demo --cores all
+	@echo "Report: $(abspath reports/demo/report.html)"
+
+demo-long: $(STAMP)
+	$(VENV)/bin/snakemake --config mode=demo --configfile demo/long.yaml --cores all
 	@echo "Report: $(abspath reports/demo/report.html)"
 
 test: $(STAMP)

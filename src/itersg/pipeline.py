@@ -6,7 +6,9 @@ the demo's results apart from the full study's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import shlex
+from collections.abc import Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -36,6 +38,27 @@ class NotASetting:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping value of a nested mapping."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def itersg_args(mode: str, config_overrides: Mapping[str, Any]) -> NotASetting:
+    """The params arguments of every ``itersg`` command of the workflow: params.yaml, the mode, and every
+    value that ``snakemake --config`` or ``--configfile`` changed (``config_overrides``), each as
+    ``--set KEY=VALUE``, so that the commands resolve the same params as the workflow does.
+
+    Not a setting: the jobs list the values their results depend on (``settings``), so an override
+    reruns only the jobs whose values it changes."""
+    assignments = [f"mode={mode}"] + [f"{key}={json.dumps(value)}" for key, value in _leaves(config_overrides)
+                                      if key != "mode"]
+    return NotASetting(" ".join(["--params params.yaml", *(f"--set {shlex.quote(a)}" for a in assignments)]))
 
 
 def params_stage(rule: str) -> str:

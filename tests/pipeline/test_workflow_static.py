@@ -112,3 +112,30 @@ def test_slurm_profile_is_found_from_the_root_by_name():
     assert (ROOT / "profiles" / "default" / "config.yaml").is_file()
     result = _snakemake("--profile", "slurm", "-n", "--config", "mode=demo")
     assert result.returncode == 0, result.stderr
+
+
+def test_config_overrides_reach_every_itersg_command():
+    """`--configfile` and `--config` change the workflow's params; each job's itersg command resolves the same."""
+    import shlex
+
+    from itersg.config import deep_merge, resolve_params
+
+    result = _snakemake("-n", "-p", "--forceall", "--config", "mode=demo", "seed=7",
+                        "--configfile", "demo/long.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    commands = [line.split("Shell command: ", 1)[1] for line in (result.stdout + result.stderr).splitlines()
+                if line.startswith("Shell command: ") and "--params params.yaml" in line]
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    expected = resolve_params(deep_merge(raw, {**yaml.safe_load((ROOT / "demo/long.yaml").read_text()),
+                                               "mode": "demo", "seed": 7}))
+    assert expected["train"]["iterations"] == 2000 and expected["seed"] == 7
+    rules = set()
+    for command in commands:
+        words = shlex.split(command.split(" > ")[0])
+        rules.add(words[max(i for i, word in enumerate(words) if word == "itersg") + 1])
+        start = words.index("--params")
+        sets = [words[i + 1] for i in range(start, len(words) - 1) if words[i] == "--set"]
+        resolved = load_params(ROOT / words[start + 1], sets)
+        resolved.pop("demo"), expected.pop("demo", None)  # the overrides themselves, already applied
+        assert resolved == expected, command
+    assert {"train", "pretrain-detr", "evaluate", "report"} <= rules

@@ -12,8 +12,8 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/params.schema.yaml", set_default=False)
 P = resolve_params(config)
 MODE = P["mode"]
-# Every itersg call sees the same params as this workflow (including a `--config mode=...` override).
-ITERSG_ARGS = f"--params params.yaml --set mode={MODE}"
+# Every itersg call sees the same params as this workflow, `--config` and `--configfile` overrides included.
+ITERSG_ARGS = paths.itersg_args(MODE, workflow.config_settings.overwrite_config)
 
 
 wildcard_constraints:

@@ -12,9 +12,7 @@ REPORT_OPTIONS = " ".join(
         "--curves",
         *(f"{variant}={paths.curves_dir(P, variant)}" for variant in P["study"]["variants"]),
         f"--benchmarks benchmarks/{MODE}",
-        ITERSG_ARGS,
-        # the variants this workflow runs, also when `--config` changed them (the demo's SpeaQ switch)
-        f"--set 'study.variants={json.dumps(P['study']['variants'])}'",
+        str(ITERSG_ARGS),
     ]
 )
 
