@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from itersg.models.checkpoint_keys import (
     iterativesg_from_reference,
     iterativesg_to_reference,
     load_msra_resnet,
+    load_state,
     load_weights,
     read_c2_pickle,
 )
@@ -88,7 +90,7 @@ def mlp(prefix: str) -> dict[str, tuple]:
 
 
 def shared_shapes() -> dict[str, tuple]:
-    shapes = {f"detr.backbone.0.backbone.{k}": v for k, v in detectron2_resnet_shapes().items()}
+    shapes = {f"detr.backbone.0.backbone.{k}": v for k, v in detectron2_resnet_shapes(BLOCKS, WIDTH).items()}
     shapes.update({"detr.input_proj.weight": (D, WIDTH * 32, 1, 1), "detr.input_proj.bias": (D,),
                    "detr.query_embed.weight": (Q, D)})
     for i in range(ENC):
@@ -231,6 +233,22 @@ def test_reference_speaq_checkpoint_lands_in_place(tmp_path):
     plain = build_model("r101-detr", num_classes=CLASSES, num_predicates=PREDICATES, overrides=OVERRIDES)
     with pytest.raises(UserError, match=r"shape mismatches 1 .*relation_query_embed"):
         load_weights(plain, path)
+
+
+def test_the_released_speaq_file_names_exactly_the_full_size_model(monkeypatch):
+    # the fixture's reference names and shapes at the released sizes: R-101, 256 wide, 6 + 6 layers, 300 queries
+    sizes = {"D": 256, "FF": 2048, "Q": 300, "CLASSES": 150, "PREDICATES": 50, "ENC": 6, "DEC": 6,
+             "BLOCKS": (3, 4, 23, 3), "WIDTH": 64}
+    for name, value in sizes.items():
+        monkeypatch.setattr(sys.modules[__name__], name, value)
+    shapes = {**reference_iterativesg_shapes(), "detr.relation_query_embed.weight": (600, 256),
+              "criterion.empty_weight_obj": (151,), "criterion.empty_rel_weight": (51,)}
+    assert len(shapes) == 1171
+    model = build_model("r101-detr-speaq")
+    report = load_state(model, {k: torch.zeros(shape) for k, shape in shapes.items()}, "speaq_model_final.pth")
+    assert report.source_format == "iterativesg-reference" and report.initialised == ()  # nothing missing
+    assert report.loaded == 1169 and len(report.ignored) == 2  # nothing unexpected: 1,169 weights + 2 buffers
+    assert all(not value.any() for key, value in model.state_dict().items() if value.is_floating_point())
 
 
 def test_speaq_starts_from_detr_with_fresh_relation_queries(tmp_path):
