@@ -41,6 +41,8 @@ def test_packaged_manifest_places_what_the_pipeline_reads():
     assert set(pipeline.vg_files(params).values()) | {pipeline.image_dir(params)} == vg_dests
     released = manifest.entries["iterativesg-detr-vg"]
     assert f"resources/{released.dest}" == pipeline.released_detr(params)
+    speaq = manifest.entries["speaq-final"]  # the released SpeaQ checkpoint, placed by hand
+    assert speaq.manual and speaq.dest == "weights/speaq_final.pth" and speaq.group == "iterativesg"
 
 
 @needs_shared_vg
