@@ -310,3 +310,29 @@ def test_metrics_without_timing_and_params(study, tmp_path):
     assert cell["text"] == "—"
     assert 'data-check="not measured"' in html
     assert "Not shown: no evaluated checkpoint with both R@50 and seconds per image" in html
+
+
+def test_speaq_row_sits_beside_the_published_speaq_row(study, tmp_path):
+    from report_fixtures import metrics_document
+
+    document = metrics_document("r101-detr-speaq", 150000, 7, 93328270, 42394816)
+    metrics = write_json(tmp_path / "eval" / "r101-detr-speaq" / "150000" / "metrics.json", document)
+    params = tmp_path / "params.yaml"
+    params.write_text("mode: full\nstudy:\n  variants: [r101-detr, r101-detr-speaq]\n"
+                      "variants:\n  r101-detr: {}\n"
+                      "  r101-detr-speaq: {iterations: 150000, batch_size: 20, eval_iterations: [150000]}\n")
+    out = tmp_path / "report.html"
+    write_report(ReportRequest(metrics=[str(study.metrics[("r101-detr", 250000)]), str(metrics)], out=out,
+                               params=params))
+    html = out.read_text()
+    parsed = parse_report(html)
+    [published] = parsed.cells(variant="r101-detr-speaq", iteration=150000, metric="R@50", source="published")
+    assert published["text"] == "32.06"  # SpeaQ's released checkpoint
+    [diff] = parsed.cells(variant="r101-detr-speaq", iteration=150000, metric="R@50", source="diff")
+    assert float(diff["data-value"]) == pytest.approx(100 * document["sgdet"]["R@50"] - 32.06)
+    [published] = parsed.cells(variant="r101-detr-speaq", iteration=150000, metric="mR@100", source="published")
+    assert published["text"] == "17.60"
+    # SpeaQ's grid is its own checkpoint; r101-detr keeps the study's two
+    assert not parsed.cells(variant="r101-detr-speaq", iteration=250000, metric="R@50", source="published")
+    assert parsed.cells(variant="r101-detr", iteration=100000, metric="R@50", source="published")
+    assert "not in study" not in html
