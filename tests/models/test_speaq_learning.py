@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_learning import recall_at_20
+from test_learning import overfit
 
 from itersg.models import build_model
 from itersg.models.criterion import build_criterion
-from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.models.speaq import SpeaQCriterion
 
 
@@ -23,26 +22,6 @@ def test_small_speaq_model_overfits_synthetic_scenes(scenes):
     counts = torch.bincount(torch.cat([t["relations"][:, 2] for t in targets]), minlength=4)
     criterion = build_criterion(model, predicate_counts=counts)
     assert isinstance(criterion, SpeaQCriterion) and model.relation_query_embed.num_embeddings == 24
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-
-    def evaluate() -> float:
-        model.eval()
-        with torch.no_grad():
-            predictions = postprocess_scene_graphs(model(images), [t["size"] for t in targets],
-                                                   [t["orig_size"] for t in targets])
-        model.train()
-        return recall_at_20(predictions, targets)
-
-    assert evaluate() < 0.5
-    recall = 0.0
-    for iteration in range(1, 601):
-        loss = criterion.weighted_total(criterion(model(images), targets))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if iteration % 25 == 0:
-            recall = evaluate()
-            if recall >= 0.9:
-                break
-    assert recall >= 0.9, f"R@20 {recall:.2f} after {iteration} iterations"
+    start, recall, iterations = overfit(model, criterion, images, targets)
+    assert start < 0.5
+    assert recall >= 0.9, f"R@20 {recall:.2f} after {iterations} iterations"
