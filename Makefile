@@ -27,9 +27,12 @@ demo-long: $(STAMP)
 	$(VENV)/bin/snakemake --config mode=demo --configfile demo/long.yaml --cores all
 	@echo "Report: $(abspath reports/demo/report.html)"
 
+# Three workers on two cores: a third of the suite waits on SLURM and subprocesses (tests/conftest.py).
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -26,7 +26,7 @@ RUN_BY_TEST = {
     "dvc status dvc.yaml": "tests/pipeline/test_dvc.py (with the demo's file)",
     "dvc push": "tests/pipeline/test_dvc.py",
     "dvc repro --dry": "tests/pipeline/test_dvc.py",
-    "dvc repro": "tests/pipeline/test_dvc.py",
+    "dvc repro": "tests/pipeline/test_dvc_repro.py",
     "itersg data verify --root resources/vg": "tests/data/test_verify.py (on the synthetic dataset)",
     "itersg predict --checkpoint results/demo/train/r101-detr/model_final.pth --variant r101-detr --set mode=demo "
     "photo.jpg --out predictions": "tests/test_predict.py (on synthetic images with a small checkpoint)",

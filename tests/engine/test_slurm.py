@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,12 +52,29 @@ def test_srun_two_tasks_preempted_by_usr1_then_resumed(slurm, tiny_sets, tmp_pat
                *(arg for s in sets for arg in ("--set", s))]
     env = {**slurm.env(), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started: wait up to 5 minutes (a few seconds on an idle machine) for the ranks' second iteration.
     deadline = time.monotonic() + 300
     while not any(r["event"] == "train" and r["iteration"] >= 2 for r in _train_records(out)):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.2)
-    subprocess.run(["scancel", "--signal=USR1", "--name", "itersg-engine-test"], env=env, check=True)
+    # Pause the ranks while the signal travels (scancel -> slurmctld -> slurmd -> ranks), so that however fast
+    # this machine trains, the signal finds them before iteration 30; let them go once it has arrived (or
+    # once they stopped: slurmstepd may send SIGCONT with it).
+    pids = [rank["pid"] for rank in _train_records(out)[0]["ranks"]]
+    pending = _slurm_module().signal_pending
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["scancel", "--signal=USR1", "--name", "itersg-engine-test"], env=env, check=True)
+        deadline = time.monotonic() + 60
+        while not (all(pending(pid, signal.SIGUSR1) for pid in pids) or process.poll() is not None):
+            assert time.monotonic() < deadline, "SIGUSR1 never reached the ranks"
+            time.sleep(0.2)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == EXIT_PREEMPTED, stderr
     assert "received SIGUSR1" in stderr

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +30,8 @@ class Route:
         drop_first: on the first answer with a body, send the headers (full Content-Length) and half
             the body, then close the connection.
         honour_range: answer Range requests with 206 + Content-Range; False: ignore Range (200).
-        stall_first: on the first answer with a body, wait this many seconds after the headers.
+        stall_first: on the first answer with a body, send the headers, then nothing until the client
+            gives up and closes the connection (at most 60 s): a silent server, whatever the client's timeout.
     """
 
     body: bytes = b""
@@ -39,7 +40,7 @@ class Route:
     fail_first: int = 0
     drop_first: bool = False
     honour_range: bool = True
-    stall_first: float = 0.0
+    stall_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
         if route.stall_first:
-            stall, route.stall_first = route.stall_first, 0.0
-            time.sleep(stall)
+            route.stall_first = False
+            self.wfile.flush()
+            self.connection.settimeout(60)
+            with contextlib.suppress(OSError):
+                while self.connection.recv(4096):  # b"" once the client has closed its end
+                    pass
             self.close_connection = True
             return
         if route.drop_first:

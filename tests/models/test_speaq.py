@@ -257,10 +257,17 @@ def _golden_run(scenes) -> dict:
             "state_dict": {k: v.sum(dtype=torch.float64) for k, v in model.state_dict().items()}}
 
 
-def test_iterativesg_is_bit_identical_to_the_code_before_speaq(scenes):
+# The golden file comes from another machine: float32 kernels there may sum in another order (another
+# SIMD width), which changes results by a few units of float32 rounding (2^-24 = 6e-8) per operation. Through
+# this model's ~100 layers that compounds to about 1e-6 relative (measured: 9e-7 between an AMD EPYC without
+# AVX-512 and the Intel Xeon that wrote the file); a change of what the model computes moves them by orders of
+# magnitude more. ATOL covers the weight sums that are close to zero (BatchNorm running means).
+GOLDEN_RTOL, GOLDEN_ATOL = 1e-5, 1e-6
+
+
+def test_iterativesg_is_unchanged_from_the_code_before_speaq(scenes):
     # data/iterativesg_r101_small_golden.pt was written by ``_golden_run`` with the code before SpeaQ
-    # existed (same torch, CPU, one thread: more threads sum in another order). Every output, loss and
-    # weight must equal it bit for bit.
+    # existed (CPU, one thread). Every output, loss and weight must equal it up to float32 rounding.
     golden = torch.load(DATA / "iterativesg_r101_small_golden.pt", weights_only=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -270,8 +277,9 @@ def test_iterativesg_is_bit_identical_to_the_code_before_speaq(scenes):
         torch.set_num_threads(threads)
     for part in ("state_dict", "outputs", "losses"):
         assert current[part].keys() == golden[part].keys(), part
-        different = [k for k in golden[part] if not torch.equal(current[part][k], golden[part][k])]
-        assert not different, f"{part}: {different[:5]}"
+        for name, expected in golden[part].items():
+            torch.testing.assert_close(current[part][name], expected, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL,
+                                       msg=lambda m, part=part, name=name: f"{part} {name}: {m}")
 
 
 def test_count_params_prints_the_released_totals_and_groups(tmp_path, capsys):

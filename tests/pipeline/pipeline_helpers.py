@@ -1,6 +1,7 @@
 """Helpers of the pipeline tests: a copy of the project configured for a tiny demo run of the whole DAG."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from itersg.dvc_stages import DVC_FILES
+
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_DVC = str(DVC_FILES["demo"])
 # The demo switch plus a smaller scale so that every DAG test finishes in a few minutes on 2 cores.
 TINY_DEMO = {
     "synth": {"images": 160},
@@ -20,6 +24,11 @@ TINY_DEMO = {
     "data": {"num_val_images": 10},
     "evaluate": {"batch_size": 8},
 }
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran, sorted."""
+    return sorted(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", output))
 
 
 def project_files() -> list[str]:
@@ -47,6 +56,23 @@ def set_tiny_demo(project: Path) -> None:
     for section, values in TINY_DEMO.items():
         params["demo"].setdefault(section, {}).update(values)
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_tiny_project(dest: Path) -> Path:
+    """The project copied to ``dest``, switched to a tiny demo, as a git repository with one commit."""
+    project = copy_project(dest)
+    set_tiny_demo(project)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=project, check=True)
+    return project
+
+
+def copy_run(project: Path, dest: Path) -> Path:
+    """A copy of a project after a run (results, Snakemake's records, git), without its SLURM job logs."""
+    shutil.copytree(project, dest, symlinks=True)
+    shutil.rmtree(dest / "logs" / "slurm", ignore_errors=True)
+    return dest
 
 
 def with_venv(env: dict | None = None) -> dict:

@@ -11,6 +11,9 @@ without the ``--enable-multiple-slurmd`` build. Separate loopback addresses (``N
 ``127.0.0.3`` with ``CommunicationParameters=NoInAddrAny``) did not work: slurmd bound to the address
 its host name resolves to (127.0.0.1) and the controller never reached the nodes.
 
+``KillWait=30`` (SLURM's default): what a job's processes have between SIGTERM and SIGKILL at its time
+limit, the time a training rank has to write its checkpoint when no warning came.
+
 GPUs without GPUs (``gpus_per_node=2``): ``Gres=gpu:2`` on each node, and a gres.conf whose ``File=``
 entries are character devices that the test creates (copies of /dev/null, so nothing can use them).
 slurmd 22.05 drops GPUs that have no ``File`` ("Removing file-less GPU") and so does
@@ -25,6 +28,7 @@ without it `sacct` reports that accounting storage is disabled and only `squeue`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +52,16 @@ def _free_port() -> int:
 
 def _installed(*tools: str) -> bool:
     return all(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in tools)
+
+
+def signal_pending(pid: int, sig: int) -> bool:
+    """True when ``sig`` waits, undelivered, for process ``pid`` (e.g. while it is stopped); False once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return any(int(mask, 16) >> (sig - 1) & 1 for mask in masks)
 
 
 def slurm_available() -> bool:
@@ -113,16 +127,47 @@ MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
 InactiveLimit=0
-KillWait=5
+KillWait=30
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
+Prolog={self.workdir}/prolog.sh
+BatchStartTimeout=600
+SlurmctldDebug=debug
 {self._node_lines()}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
         if self.gpus_per_node:
             self._write_gres_conf()
+        self._write_prolog()
+
+    def _write_prolog(self) -> None:
+        """A prolog that holds every job's start while the file ``hold`` exists (see ``hold_job_starts``)."""
+        prolog = self.workdir / "prolog.sh"
+        prolog.write_text(f"""#!/bin/sh
+[ -e {self.workdir}/hold ] || exit 0
+touch {self.workdir}/held-$SLURM_JOB_ID
+while [ -e {self.workdir}/hold ]; do sleep 0.2; done
+""")
+        prolog.chmod(0o755)
+
+    def hold_job_starts(self) -> None:
+        """From now on a job that starts waits in its prolog (allocated and running, its clock ticking,
+        nothing of it started yet) until ``release_job_starts``."""
+        (self.workdir / "hold").touch()
+
+    def release_job_starts(self) -> None:
+        (self.workdir / "hold").unlink(missing_ok=True)
+
+    def held_jobs(self) -> list[str]:
+        """Ids of the jobs that reached the prolog while starts were held."""
+        return sorted(p.name.removeprefix("held-") for p in self.workdir.glob("held-*"))
+
+    def warned(self, job: str) -> bool:
+        """True once slurmctld has sent ``job`` its ``--signal`` warning (its log at debug level)."""
+        log = (self.workdir / "slurmctld.log").read_text(errors="replace")
+        return re.search(rf"warning signal \d+ to JobId={job}\b", log) is not None
 
     def _node_lines(self) -> str:
         gres = f" Gres=gpu:{self.gpus_per_node}" if self.gpus_per_node else ""
@@ -210,7 +255,9 @@ StorageLoc=itersg_accounting
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_conf()
-        if not DEFAULT_CONF.exists() and not DEFAULT_CONF.is_symlink():
+        if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
+            DEFAULT_CONF.unlink()  # left by a cluster that was killed: it points to nothing
+        if not DEFAULT_CONF.exists():
             DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
             DEFAULT_CONF.symlink_to(self.conf)
             self._linked_default_conf = True

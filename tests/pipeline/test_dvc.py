@@ -1,16 +1,14 @@
-"""DVC over the Snakemake DAG: repro, a no-op, commit after snakemake, and, for every key of the params
-schema, the exact stages DVC and Snakemake want to rerun after it changes."""
+"""DVC over the Snakemake DAG: commit after snakemake, and, for every key of the params schema, the exact
+stages DVC and Snakemake want to rerun after it changes (`dvc repro` itself: test_dvc_repro.py)."""
 
 import json
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pipeline_helpers import copy_project, run, set_tiny_demo
+from pipeline_helpers import DEMO_DVC, make_tiny_project, ran_stages, run
 
 from itersg.config import RECIPE_KEYS, load_params, params_schema, resolve_params, variant_recipe
 from itersg.dvc_stages import DVC_FILES, dvc_yaml
@@ -19,50 +17,12 @@ from itersg.pipeline import params_stage
 from itersg.workflow_dag import changed_jobs, rerun_reasons, workflow_jobs
 
 pytestmark = pytest.mark.slow
-DEMO_DVC = str(DVC_FILES["demo"])
-
-
-def _ran_stages(output: str) -> list[str]:
-    return sorted(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", output))
-
-
-def _edit_params(project: Path, edit) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    edit(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def test_dvc_repro_runs_the_demo_and_reruns_exactly_what_a_parameter_touches(tiny_project):
-    tracked = run(["git", "status", "--porcelain"], tiny_project).stdout
-    run(["itersg", "pipeline", "dvc"], tiny_project)
-    first = run(["dvc", "repro", DEMO_DVC], tiny_project)
-    stages = yaml.safe_load((tiny_project / DEMO_DVC).read_text())["stages"]
-    assert _ran_stages(first.stdout) == sorted(stages)
-    assert (tiny_project / "reports/demo/report.html").is_file()
-
-    noop = run(["dvc", "repro", DEMO_DVC], tiny_project)
-    assert _ran_stages(noop.stdout) == []
-    assert run(["dvc", "status", DEMO_DVC], tiny_project).stdout.strip().endswith("Data and pipelines are up to date.")
-
-    _edit_params(tiny_project, lambda p: p["variants"]["r101-detr"].update(beta=0.5))
-    rerun = run(["dvc", "repro", DEMO_DVC], tiny_project)
-    assert _ran_stages(rerun.stdout) == ["evaluate-r101-detr-16", "evaluate-r101-detr-8", "report", "train-r101-detr"]
-    assert _ran_stages(run(["dvc", "repro", DEMO_DVC], tiny_project).stdout) == []
-    # The study's dvc.yaml was not touched by the demo's runs (only the demo's lock file is new).
-    changed = run(["git", "status", "--porcelain"], tiny_project).stdout
-    assert {line[3:] for line in changed.splitlines()} - {line[3:] for line in tracked.splitlines()} \
-        <= {"demo/", "demo/dvc.lock", "demo/dvc.yaml", "params.yaml"}
 
 
 @pytest.fixture(scope="module")
 def committed_demo(tmp_path_factory) -> Path:
     """A tiny demo run by Snakemake, then taken over by DVC (`dvc commit`)."""
-    project = copy_project(tmp_path_factory.mktemp("committed") / "project")
-    set_tiny_demo(project)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=project, check=True)
+    project = make_tiny_project(tmp_path_factory.mktemp("committed") / "project")
     run(["itersg", "pipeline", "dvc"], project)
     run(["snakemake", "--cores", "2"], project)
     run(["dvc", "commit", "-f", DEMO_DVC], project)
@@ -72,7 +32,7 @@ def committed_demo(tmp_path_factory) -> Path:
 def test_dvc_commit_takes_over_a_snakemake_run(committed_demo):
     status = run(["dvc", "status", DEMO_DVC], committed_demo).stdout
     assert status.strip().endswith("Data and pipelines are up to date.")
-    assert _ran_stages(run(["dvc", "repro", DEMO_DVC], committed_demo).stdout) == []
+    assert ran_stages(run(["dvc", "repro", DEMO_DVC], committed_demo).stdout) == []
     run(["dvc", "push"], committed_demo)
     assert any((committed_demo / "dvc-remote").rglob("*"))
 

@@ -1,6 +1,7 @@
 """Failed-status metrics for the evaluations a failed workflow run left missing, with the failed job's error."""
 
 import json
+import os
 from pathlib import Path
 
 from itersg import pipeline
@@ -41,6 +42,23 @@ def test_each_missing_evaluation_names_the_failed_job_nearest_to_it(tmp_path):
     # the report reads them as failed evaluations
     selection = load_metrics([str(p) for p in written])
     assert {m.status for m in selection.files} == {"failed"}
+
+
+def test_a_log_left_by_an_earlier_run_is_not_the_reason(tmp_path):
+    # an earlier run evaluated r101-detr (its log stays); this run's training of it failed
+    params = load_params(ROOT / "params.yaml", ["mode=demo"])
+    r101 = params["study"]["variants"][0]
+    first = params["study"]["eval_iterations"][0]
+    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params), pipeline.replicated_init(params)):
+        _touch(tmp_path, path, "{}")
+    stale = pipeline.log_file(params, "evaluate", f"{r101}_{first}")
+    _touch(tmp_path, stale, "r101-detr @ 8 on test: R@50 = 0.0000\n")
+    os.utime(tmp_path / stale, (1_000_000_000, 1_000_000_000))
+    _touch(tmp_path, pipeline.log_file(params, "train", r101), "itersg: error: cannot read r101-detr_init.pth\n")
+
+    record = json.loads(next(p for p in write_failure_metrics(params, tmp_path)
+                             if json.loads(p.read_text())["iteration"] == first).read_text())
+    assert record["error"].startswith("train failed: itersg: error: cannot read r101-detr_init.pth")
 
 
 def test_an_evaluation_whose_jobs_never_started(tmp_path):

@@ -151,9 +151,10 @@ def _check_world_size(launch: Launch, gpus_per_node: int, nodes: int) -> None:
 
 
 def rank_info(launch: Launch, device: torch.device) -> dict[str, Any]:
-    """Where this process runs, for the run's log: rank, local rank, world size, node, rendezvous, device."""
+    """Where this process runs, for the run's log: rank, local rank, world size, node, process id, rendezvous,
+    device."""
     return {"rank": launch.rank, "local_rank": launch.local_rank, "world_size": launch.world_size,
-            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(), "pid": os.getpid(),
             "master_addr": launch.master_addr, "master_port": launch.master_port, "device": str(device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 

@@ -23,13 +23,18 @@ ERROR_MARKERS = (("itersg: error:",), ("Error", "Killed", "CANCELLED", "DUE TO T
 
 
 def failure_reason(params: Mapping[str, Any], variant: str, iteration: int, root: Path) -> str:
-    """Why ``variant`` has no metrics at ``iteration``: the failed job nearest to it and its log's error."""
-    for log, output in pipeline.upstream_jobs(params, variant, iteration):
-        log_path = root / log
-        if (root / output).exists() or not log_path.is_file():
-            continue  # done, or never started
-        return f"{Path(log).parent.name} failed: {last_error_line(log_path)} (log: {log})"
-    return "not run: a job it depends on failed (see the Snakemake log)"
+    """Why ``variant`` has no metrics at ``iteration``: the failed job and its log's error.
+
+    The failed job is one whose output is missing and whose log exists; of several, the one whose log was
+    written last (a log left by an earlier run of a job that did not run this time is older), and of
+    those the one nearest to the evaluation.
+    """
+    failed = [(log, root / log) for log, output in pipeline.upstream_jobs(params, variant, iteration)
+              if not (root / output).exists() and (root / log).is_file()]  # not done, and started
+    if not failed:
+        return "not run: a job it depends on failed (see the Snakemake log)"
+    log, log_path = max(failed, key=lambda job: job[1].stat().st_mtime)  # max keeps the first (nearest) of ties
+    return f"{Path(log).parent.name} failed: {last_error_line(log_path)} (log: {log})"
 
 
 def last_error_line(log: Path) -> str:
