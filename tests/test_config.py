@@ -96,6 +96,23 @@ def test_bad_files_give_clear_errors(tmp_path):
     bad.write_text("mode: [full\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_params(bad)
+    bad.write_bytes(b"mode: demo\n# caf\xe9\n")  # Latin-1
+    with pytest.raises(UserError, match=rf"{bad}: not UTF-8 text \(byte 0xe9 at offset 16\); save it as UTF-8"):
+        load_params(bad)
+
+
+def test_a_key_written_twice_is_an_error(tmp_path):
+    # PyYAML would keep the second `train:` section and drop the first without a word
+    params = tmp_path / "params.yaml"
+    lines = PARAMS.read_text().splitlines()
+    params.write_text("\n".join([*lines, "train:", "  lr: 0.5", ""]))
+    first = next(i for i, line in enumerate(lines, 1) if line.startswith("train:"))
+    with pytest.raises(UserError, match=rf"{params}: key 'train' is written twice \(lines {first} and "
+                                        rf"{len(lines) + 1}\); keep one"):
+        load_params(params)
+    params.write_text("mode: demo\ntrain:\n  lr: 0.1\n  lr: 0.2\n")  # inside a section too
+    with pytest.raises(UserError, match=r"key 'lr' is written twice \(lines 3 and 4\)"):
+        load_params(params)
 
 
 def test_parse_assignments_nests_keys():

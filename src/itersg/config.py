@@ -35,6 +35,25 @@ _ValueLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]
                                    list("-+0123456789"))
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently: a second ``train:`` section would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} is written twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 @cache
 def params_schema() -> dict:
     """The JSON schema of params.yaml, as a dict."""
@@ -227,7 +246,12 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ())
     """Read, override (``KEY=VALUE`` strings), validate and resolve a params file."""
     path, overrides = Path(path), list(overrides)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                        "save it as UTF-8") from None
+    except _DuplicateKey as err:
+        raise UserError(f"{path}: {err}") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such params file; run from the project root or pass --params") from None
     except IsADirectoryError:
