@@ -14,6 +14,11 @@ its host name resolves to (127.0.0.1) and the controller never reached the nodes
 ``KillWait=30`` (SLURM's default): what a job's processes have between SIGTERM and SIGKILL at its time
 limit, the time a training rank has to write its checkpoint when no warning came.
 
+A prolog gate (``hold_job_starts``/``release_job_starts``): while the file ``hold`` exists, a job that
+starts waits in its prolog, allocated and with its clock running but none of its processes started,
+as a slow job start on a busy cluster does; ``SlurmctldDebug=debug`` makes slurmctld log each
+``--signal`` warning it sends (``warned``).
+
 GPUs without GPUs (``gpus_per_node=2``): ``Gres=gpu:2`` on each node, and a gres.conf whose ``File=``
 entries are character devices that the test creates (copies of /dev/null, so nothing can use them).
 slurmd 22.05 drops GPUs that have no ``File`` ("Removing file-less GPU") and so does
