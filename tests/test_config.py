@@ -68,7 +68,10 @@ def test_missing_keys_get_schema_defaults(tmp_path):
     ("assignment", "key"),
     [
         ("train.itrations=5", "--set train.itrations: Additional properties"),
-        ("train.iterations=abc", "--set train.iterations: 'abc' is not of type"),
+        ("train.iterations=abc", "--set train.iterations: expected an integer, got 'abc'"),
+        ("train.batch_size=2.0", "--set train.batch_size: expected an integer, got 2.0"),
+        ("train.lr=.nan", "--set train.lr: expected a finite number, got nan"),
+        ("model.overrides={dropout: abc}", "--set model.overrides: key 'model.overrides.dropout': expected a finite"),
         ("variants.r101-detr.beta=-1", "--set variants.r101-detr.beta: -1"),
         ("study.variants=[resnet50]", "--set study.variants: 'resnet50' is not one of"),
         ("study.eval_iterations=[300000]", "'study.eval_iterations'"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -136,24 +137,58 @@ def _nested(key: str, other: str) -> bool:
     return f"{key}.".startswith(f"{other}.") or f"{other}.".startswith(f"{key}.")
 
 
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(_checker: Any, value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@cache
+def _strict_validator() -> Any:
+    """JSON Schema 2020-12 with Python's types: an ``integer`` is an int (JSON Schema also takes 2.0,
+    which then breaks ``range()`` and tensor shapes) and a ``number`` is finite (``.nan`` passes every
+    ``minimum`` comparison)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_finite_number})
+    return jsonschema.validators.extend(base, type_checker=checker)(params_schema())
+
+
+TYPE_NAMES = {"integer": "an integer", "number": "a finite number", "string": "text", "boolean": "true or false",
+              "object": "a mapping", "array": "a list", "null": "null"}
+
+
+def _message(err: Any) -> str:
+    """jsonschema's message, or for a wrong type: what is expected and what was given."""
+    if err.validator != "type":
+        return err.message
+    types = [err.validator_value] if isinstance(err.validator_value, str) else err.validator_value
+    expected = " or ".join(TYPE_NAMES.get(t, t) for t in types)
+    return f"expected {expected}, got {err.instance!r} ({type(err.instance).__name__})"
+
+
 def validate_params(params: Mapping[str, Any], source: str = "params.yaml", set_keys: Iterable[str] = ()) -> None:
     """Raise UserError naming the first offending key if ``params`` does not follow the schema.
 
     ``set_keys`` are the dotted keys given with ``--set``: an error in one of them names the ``--set``.
     """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(params_schema())
-    errors = sorted(validator.iter_errors(dict(params)), key=lambda e: list(e.absolute_path))
+    errors = sorted(_strict_validator().iter_errors(dict(params)), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         key = _error_path(err)
         where = f"{source}: key '{key}'"
         for assignment in set_keys:  # the offending value came from a --set, not from the file
             if any(_nested(a, b) for a, b in ((key, assignment), (key, f"demo.{assignment}"))):
-                where = f"--set {assignment}"
+                plain = key.removeprefix("demo.")
+                inner = plain.removeprefix(f"{assignment}.") if plain.startswith(f"{assignment}.") else ""
+                # a key inside the assigned mapping is named too: --set model.overrides={...}
+                named = inner and not all(part.isdigit() for part in inner.split("."))
+                where = f"--set {assignment}" + (f": key '{assignment}.{inner}'" if named else "")
                 break
-        raise UserError(f"{where}: {err.message}; fix it (every key is described in docs/configuration.md)")
+        raise UserError(f"{where}: {_message(err)}; fix it (every key is described in docs/configuration.md)")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import importlib
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from itersg.errors import UserError
 from itersg.files import SPACE_ERRNOS, write_failure
@@ -24,9 +25,17 @@ COMMAND_MODULES = ("data", "fetch", "models", "train", "evaluate", "predict", "r
                    "docs")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one ``itersg: error:`` line, as every other error
+    (argparse prints the whole usage first); the sub-command parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"itersg: error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="itersg",
         description="Iterative Scene Graph Generation: data, models, training, evaluation and report.",
     )

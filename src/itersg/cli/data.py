@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from itersg.cli._types import non_negative_int, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="synthetic dataset, verification and preparation of VG150 files")
@@ -13,9 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = verbs.add_parser("synth", help="write a synthetic dataset in the VG150 file format")
     synth.add_argument("--out", type=Path, required=True, help="output folder")
-    synth.add_argument("--images", type=int, default=1500, help="number of images (default 1500)")
-    synth.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same files (default 0)")
-    synth.add_argument("--image-size", type=int, default=128, help="longer image side in pixels (default 128)")
+    synth.add_argument("--images", type=positive_int, default=1500, help="number of images (default 1500)")
+    synth.add_argument("--seed", type=non_negative_int, default=0,
+                       help="generator seed; same seed, same files (default 0)")
+    synth.add_argument("--image-size", type=positive_int, default=128, help="longer image side in pixels (default 128)")
     synth.set_defaults(handler=_run_synth)
 
     verify = verbs.add_parser("verify", help="check every VG150 file; one line per problem, exit 1 if any")
@@ -26,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare = verbs.add_parser("prepare", help="write the split sizes, names, predicate frequencies, checksums")
     prepare.add_argument("--root", type=Path, required=True, help="the VG150 folder")
     prepare.add_argument("--out", type=Path, required=True, help="summary JSON to write")
-    prepare.add_argument("--num-val", type=int, default=5000, help="validation images taken from split 0")
+    prepare.add_argument("--num-val", type=non_negative_int, default=5000, help="validation images taken from split 0")
     prepare.set_defaults(handler=_run_prepare)
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from itersg.cli._types import non_negative_int
 from itersg.errors import UserError
 
 ZERO_SHOT_FILE = "zeroshot_triplet.pytorch"
@@ -35,7 +36,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=SPLITS, default=None, help="split (default: evaluate.split of params)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="folder for predictions.h5 and metrics.json")
-    parser.add_argument("--iteration", type=int, default=None,
+    parser.add_argument("--iteration", type=non_negative_int, default=None,
                         help="training iteration of the checkpoint (default: read from the checkpoint)")
     add_params_arguments(parser)
     parser.set_defaults(handler=_run_evaluate)
@@ -68,7 +69,7 @@ def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predictions", required=True, type=Path, metavar="FILE",
                         help="predictions file (HDF5, see docs/predictions-format.md)")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="metrics JSON to write")
-    parser.add_argument("--num-val", type=int, default=5000, metavar="N",
+    parser.add_argument("--num-val", type=non_negative_int, default=5000, metavar="N",
                         help="validation images taken from the start of the train split (default 5000)")
     parser.add_argument("--iou-convention", choices=("isg", "sgb"), default="isg",
                         help="box IoU: isg = continuous (reference, default); sgb = +1 pixel")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from itersg.cli._params import add_params_arguments
+    from itersg.cli._types import positive_int
 
     parser = subparsers.add_parser(
         "predict",
@@ -27,20 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, metavar="FILE", help="trained weights")
     parser.add_argument("--variant", required=True, help="variant the checkpoint belongs to, e.g. r101-detr")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the JSON and PNG files")
-    parser.add_argument("--top", type=_positive, default=10, metavar="K",
+    parser.add_argument("--top", type=positive_int, default=10, metavar="K",
                         help="triplets kept per image, best first (default 10)")
     parser.add_argument("--threshold", type=float, default=0.0, metavar="T",
                         help="drop triplets whose score (subject x object x predicate probability) is below "
                              "T (default 0)")
     add_params_arguments(parser)
     parser.set_defaults(handler=_run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:

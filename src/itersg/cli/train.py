@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from itersg.cli._types import positive_int
+
 EPILOG = (
     "Launch one process per GPU: `itersg launch --ranks-per-node N -- itersg train ...` (srun in a SLURM job, "
     "torchrun on one node), `torchrun --standalone --nproc-per-node N --no-python itersg train ...` on "
@@ -41,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(outside a job step), else with torchrun --standalone for several ranks on this node, "
                     "else directly. The workflow's training rules start every training this way.",
         usage="itersg launch [-h] [--nodes N] [--ranks-per-node R] [--cpus-per-rank C] -- COMMAND ...")
-    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
-    p.add_argument("--ranks-per-node", type=int, default=1, help="processes per node, one per GPU (default 1)")
-    p.add_argument("--cpus-per-rank", type=int, default=1, help="CPUs of each process under srun (default 1)")
+    p.add_argument("--nodes", type=positive_int, default=1, help="nodes (default 1)")
+    p.add_argument("--ranks-per-node", type=positive_int, default=1, help="processes per node, one per GPU (default 1)")
+    p.add_argument("--cpus-per-rank", type=positive_int, default=1, help="CPUs of each process under srun (default 1)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after `--`")
     p.set_defaults(handler=_run_launch)
 
@@ -53,7 +55,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a params value, e.g. --set train.iterations=1000 (repeatable)")
-    p.add_argument("--stop-at", type=int, metavar="ITERATION",
+    p.add_argument("--stop-at", type=positive_int, metavar="ITERATION",
                    help="write a checkpoint after this iteration and exit with status 75 (for chunked jobs)")
 
 

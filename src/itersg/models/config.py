@@ -222,7 +222,7 @@ def _check_positive(config: ModelConfig) -> None:
     if t.hidden_dim % t.nheads or t.hidden_dim % 2:
         raise UserError(f"model.overrides: hidden_dim ({t.hidden_dim}) must be even and divisible by "
                         f"nheads ({t.nheads})")
-    if not 0.0 <= t.dropout < 1.0:
+    if not isinstance(t.dropout, (int, float)) or isinstance(t.dropout, bool) or not 0.0 <= t.dropout < 1.0:
         raise UserError(f"model.overrides.dropout: expected a value in [0, 1), got {t.dropout!r}")
     if config.speaq is not None and config.speaq.one_to_many_k > config.num_relation_queries:
         raise UserError(f"model.overrides.speaq.one_to_many_k ({config.speaq.one_to_many_k}) exceeds the "
