@@ -107,6 +107,11 @@ def stage_values(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
     return values
 
 
+def _has_keys(schema: dict) -> bool:
+    """A section or mapping the schema describes (not a free-form one such as model.overrides.backbone)."""
+    return "properties" in schema or isinstance(schema.get("additionalProperties"), dict)
+
+
 def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
     """Return ``value`` with the schema's defaults filled in for missing object keys."""
     schema = _resolve_ref(schema, root)
@@ -117,7 +122,7 @@ def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
         sub = _resolve_ref(sub, root)
         if key not in filled and "default" in sub:
             filled[key] = copy.deepcopy(sub["default"])
-        elif key not in filled and sub.get("type") == "object" and key != "demo":
+        elif key not in filled and sub.get("type") == "object" and key != "demo" and _has_keys(sub):
             filled[key] = {}
         if key in filled and key != "demo":
             filled[key] = _fill_defaults(filled[key], sub, root)

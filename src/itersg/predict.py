@@ -25,12 +25,13 @@ from itersg.data.transforms import apply, eval_transforms
 from itersg.data.vg150 import Vocabulary, load_vocabulary
 from itersg.errors import UserError
 from itersg.evaluation.runner import default_device, load_model
-from itersg.files import atomic_output, check_writable_folder
+from itersg.files import atomic_output, check_writable_folder, holds_only
 from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.visualize import draw
 
 DRAW_SIDE = (480, 1024)  # the picture's longer side in pixels: small images are enlarged, large ones shrunk
 JSON_FORMAT = "itersg-scene-graph"  # its JSON schema: itersg/schemas/scene_graph.schema.yaml
+PICTURE_SOFTWARE = "itersg predict"  # the PNG's ``Software`` text: marks it as written here
 
 
 def scene_graph_schema() -> dict[str, Any]:
@@ -117,7 +118,12 @@ def graph_picture(image: torch.Tensor, document: Mapping[str, Any]) -> bytes:
     rows = [draw.Triplet(t["subject"], t["predicate_name"], t["object"], t["score"]) for t in triplets]
     title = f"{Path(document['image']).name}: top {len(rows)} triplets ({document['variant']})"
     panel = draw.triplet_panel(rows, names, colors, picture.shape[-2], title)
-    return draw.encode(draw.side_by_side(draw.to_pil(picture), panel), "PNG")
+    return draw.encode(draw.side_by_side(draw.to_pil(picture), panel), "PNG", text={"Software": PICTURE_SOFTWARE})
+
+
+def is_prediction_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only the JSON and PNG files of earlier runs: writing more there loses nothing."""
+    return holds_only(folder, ("*.json", "*.png"), marks={JSON_FORMAT, PICTURE_SOFTWARE})
 
 
 def output_paths(images: Sequence[Path], out: Path) -> list[tuple[Path, Path]]:

@@ -21,6 +21,7 @@ def test_bench_index_on_a_small_folder(tmp_path):
     relations = test.annotations(0)["relations"]
     assert (relations[:, :2] < len(test.annotations(0)["labels"])).all()
     assert 0 < result["seconds"] < 2 and result["peak_rss_mib"] < 1024
+    assert 0 < result["validate_seconds"] < 2 and result["validate_peak_rss_mib"] < 1024
 
 
 def test_loader_bench_times_the_training_data_path(tmp_path):
@@ -32,3 +33,9 @@ def test_loader_bench_times_the_training_data_path(tmp_path):
     assert result["images_timed"] == 6 and result["workers"] == 1
     assert result["images_per_second"] > 0 and result["cpu_seconds_per_image"] > 0
     assert (tmp_path / "vg" / "VG-SGG-with-attri.h5").is_file()
+
+
+def test_an_unreadable_sizes_file_means_the_folder_is_written_again(tmp_path):
+    (tmp_path / "bench-sizes.json").write_text("sizes: unknown\n")
+    result = bench_index(tmp_path, num_images=200, num_boxes=2000, num_relations=1000, split="test")
+    assert result["images"] > 0 and (tmp_path / "bench-sizes.json").read_text() == "[200, 2000, 1000]"

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from itersg.cli import main
+from itersg.data.vg150 import CORRUPTED_IMAGE_IDS
+from vg150_corruptions import CORRUPTIONS, keep_predicate_1_out_of_training
 
 
 @pytest.fixture
@@ -162,3 +164,38 @@ def test_decode_checks_the_image_size_that_the_boxes_are_scaled_by(vg_copy, caps
     err = capsys.readouterr().err
     real = f"{first['width'] // 3}x{first['height'] // 3}"
     assert f"{first['image_id']}.jpg: the JPEG is {real} but image_data.json says " in err, err
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_every_corruption_of_the_h5_is_listed(vg_copy, capsys, name):
+    """The table that every command reading the h5 refuses (tests/bad_inputs_datasets.py)."""
+    corrupt, field = CORRUPTIONS[name]
+    corrupt(vg_copy)
+    status, out, err = _verify(vg_copy, capsys)
+    assert status == 1 and out == "" and "Traceback" not in err
+    h5 = f"{vg_copy / 'VG-SGG-with-attri.h5'}: "
+    assert any(line.startswith(h5) and field in line for line in err.splitlines()), err
+
+
+def test_a_predicate_without_training_relations_is_a_warning(vg_copy, capsys):
+    keep_predicate_1_out_of_training(vg_copy)
+    with pytest.warns(UserWarning, match=r"1 of 7 predicates have no relation in the training images \(split 0\): "
+                                         r"'above'; training runs, as the reference's does, but cannot learn them"):
+        status, out, _ = _verify(vg_copy, capsys)
+    assert status == 0 and "OK" in out
+
+
+def test_a_box_wholly_outside_its_image_is_tolerated_and_counted(vg_copy, capsys):
+    """As in the published file: its encoder clamps boxes to 1024 x 1024, not to the image."""
+    records = [r for r in json.loads((vg_copy / "image_data.json").read_text())
+               if r["image_id"] not in CORRUPTED_IMAGE_IDS]
+    path = vg_copy / "VG-SGG-with-attri.h5"
+    with h5py.File(path) as h5:
+        first_box, boxes = h5["img_to_first_box"][()], h5["boxes_1024"][()]
+    row = next(i for i, r in enumerate(records) if r["width"] > r["height"] and first_box[i] >= 0)
+    bottom = records[row]["height"] / records[row]["width"] * 1024
+    boxes[first_box[row]] = [100, int(bottom) + 31, 50, 40]  # top edge 11 px below the image
+    _rewrite(path, "boxes_1024", boxes)
+    status, out, err = _verify(vg_copy, capsys)
+    assert status == 0 and err == "" and out.strip().endswith(
+        "; 1 box(es) lie wholly outside their image (dropped when read, as the reference does)")

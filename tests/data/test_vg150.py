@@ -121,5 +121,5 @@ def test_mismatched_image_data_is_a_clear_error(tiny_vg):
 
 
 def test_missing_h5_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match=r"VG-SGG-with-attri\.h5: file not found"):
+    with pytest.raises(UserError, match=r"VG-SGG-with-attri\.h5: missing; .* or point data\.root at"):
         VG150Index(tmp_path, "train")

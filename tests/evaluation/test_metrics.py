@@ -109,8 +109,9 @@ def test_metrics_json(tmp_path):
     write_metrics_json(path, document)
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
     loaded = json.loads(path.read_text())
-    assert list(loaded) == ["variant", "iteration", "split", "num_images", "images", "status", "sgdet",
+    assert list(loaded) == ["format", "variant", "iteration", "split", "num_images", "images", "status", "sgdet",
                             "per_predicate_recall", "bbox", "timing", "params"]
+    assert loaded["format"] == "itersg-metrics"
     assert loaded["status"] == "ok" and loaded["num_images"] == 2
     assert loaded["images"] == {"expected": 2, "predicted": 2, "counted": 2, "zero_shot_gt": 0}
     assert loaded["sgdet"]["zR@20"] is None  # NaN is written as null

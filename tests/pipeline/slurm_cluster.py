@@ -11,6 +11,10 @@ without the ``--enable-multiple-slurmd`` build. Separate loopback addresses (``N
 ``127.0.0.3`` with ``CommunicationParameters=NoInAddrAny``) did not work: slurmd bound to the address
 its host name resolves to (127.0.0.1) and the controller never reached the nodes.
 
+The spool directories, where slurmstepd makes its Unix sockets, lie in a short folder of their own
+under /tmp: a socket path may have at most 108 bytes, and one inside pytest's deep temporary
+folders can pass that (the job then never starts).
+
 ``KillWait=30`` (SLURM's default): what a job's processes have between SIGTERM and SIGKILL at its time
 limit, the time a training rank has to write its checkpoint when no warning came.
 
@@ -39,6 +43,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,6 +102,7 @@ class LocalSlurm:
         self._started: list[tuple[str, Path]] = []  # (name, pid file) of the daemons we started
         self._children: dict[str, subprocess.Popen] = {}  # daemons that stay our child processes
         self._linked_default_conf = False
+        self.spool: Path | None = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -114,7 +120,7 @@ SlurmdUser=root
 SlurmctldPort={_free_port()}
 AuthType=auth/munge
 StateSaveLocation={state}
-SlurmdSpoolDir={self.workdir}/spool-%n
+SlurmdSpoolDir={self.spool}/%n
 SlurmctldPidFile={self.workdir}/slurmctld.pid
 SlurmdPidFile={self.workdir}/slurmd-%n.pid
 SlurmctldLogFile={self.workdir}/slurmctld.log
@@ -259,6 +265,7 @@ StorageLoc=itersg_accounting
 
     def start(self, timeout: float = 60) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.spool = Path(tempfile.mkdtemp(prefix="slurm-spool-", dir="/tmp"))
         self._write_conf()
         if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
             DEFAULT_CONF.unlink()  # left by a cluster that was killed: it points to nothing
@@ -305,3 +312,5 @@ StorageLoc=itersg_accounting
             else:
                 raise RuntimeError(f"{name} (pid {pid}) did not stop")
         self._started.clear()
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)

@@ -100,6 +100,8 @@ def _candidates(spec: dict, value: Any, schema: dict) -> list[Any]:
     if "enum" in spec:
         return [choice for choice in spec["enum"] if choice != value]
     kind = spec.get("type")
+    if value is None:  # a key without a default or a value (model.overrides.hidden_dim): set it
+        return {"integer": [2, 4], "number": [0.25, 0.5], "object": [{"small": True}]}[kind]
     if kind == "boolean":
         return [not value]
     if kind == "integer":

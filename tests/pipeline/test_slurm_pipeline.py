@@ -48,6 +48,9 @@ def slurm_demo(slurm, tmp_path_factory) -> Path:
     project = make_tiny_project(tmp_path_factory.mktemp("slurm-demo") / "project")
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["demo"]["study"]["eval_iterations"] = [16]  # one evaluated checkpoint (the local DAG tests run two)
+    # the default warning (300 s before a 6-minute limit) could reach a training slowed down by a busy
+    # machine, and a warned job ends FAILED and is resubmitted: here every job must complete at once
+    raw["demo"].setdefault("slurm", {})["time_limit_warning_seconds"] = 30
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**slurm.env(), "ITERSG_SLURM_PARTITION": "debug"}
     run(["snakemake", "--profile", "slurm", *FAST_POLLING, "--slurm-status-command", "sacct"], project, env=env)

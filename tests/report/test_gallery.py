@@ -186,5 +186,5 @@ def test_an_unreadable_dataset_leaves_the_gallery_out_with_the_reason(evaluated,
     out = write_report(ReportRequest(metrics=[str(p) for p in evaluated.metrics], out=tmp_path / "report.html",
                                      params=evaluated.params, overrides=[f"data.root={gone}"]))
     html = out.read_text()
-    assert f'<p class="missing">Not shown: {gone}/VG-SGG-with-attri.h5: file not found;' in html
+    assert f'<p class="missing">Not shown: {gone}/VG-SGG-with-attri.h5: missing;' in html
     assert 'class="gallery-item"' not in html and 'id="table-recall"' in html

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="itersg",
         description="Iterative Scene Graph Generation: data, models, training, evaluation and report.",
+        epilog="Outputs: no command writes over one of its own inputs (nor over the same file through a link), "
+               "over an existing file that it did not write itself, or into a non-empty folder that is not one of "
+               "its own output folders; each refusal is one error line naming the path. --force, on every "
+               "command that writes, allows the last two: a rerun onto the command's own earlier output needs "
+               "no flag.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

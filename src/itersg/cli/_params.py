@@ -1,4 +1,4 @@
-"""The `--params FILE --set KEY=VALUE` options that every params-driven verb shares."""
+"""The options verbs share: `--params FILE --set KEY=VALUE` (params-driven verbs), `--force` (verbs that write)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,21 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
                         help="params file (default: params.yaml)")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params value, e.g. --set mode=demo (repeatable)")
+
+
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    """``--force``: the same flag and help on every verb that writes (see ``itersg.files``)."""
+    from itersg.files import FORCE_HELP, FORCE_OPTION
+
+    parser.add_argument(FORCE_OPTION, action="store_true", help=FORCE_HELP)
+
+
+def dataset_inputs(root: str | Path) -> list[Path]:
+    """The paths of a VG150 folder that a command reading the dataset must not write over."""
+    from itersg.data.vg150 import DICTS_FILE, H5_FILE, IMAGE_DATA_FILE, IMAGE_DIRS, ZERO_SHOT_FILE
+
+    root = Path(root)
+    return [root, *(root / name for name in (H5_FILE, DICTS_FILE, IMAGE_DATA_FILE, ZERO_SHOT_FILE, *IMAGE_DIRS))]
 
 
 def params_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
-    from itersg.cli._params import add_params_arguments
+    from itersg.cli._params import add_force_argument, add_params_arguments
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -39,6 +39,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iteration", type=non_negative_int, default=None,
                         help="training iteration of the checkpoint (default: read from the checkpoint)")
     add_params_arguments(parser)
+    add_force_argument(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -47,6 +48,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from itersg.evaluation.runner import evaluate
 
     params = params_from(args)
+    _check_evaluate_outputs(args, params["data"]["root"])
     split = args.split or params["evaluate"]["split"]
     document = evaluate(params, args.variant, args.checkpoint, split, args.out, iteration=args.iteration)
     sgdet, timing = document["sgdet"], document["timing"]
@@ -56,7 +58,24 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_evaluate_outputs(args: argparse.Namespace, data_root: str) -> None:
+    """Refuse, before the model runs, a predictions file or metrics JSON in --out that would destroy data."""
+    from itersg.cli._params import dataset_inputs
+    from itersg.evaluation.metrics import METRICS_FORMAT
+    from itersg.evaluation.predictions import FORMAT_NAME
+    from itersg.evaluation.runner import METRICS_FILE, PREDICTIONS_FILE
+    from itersg.files import check_output_file, check_writable_folder
+
+    out = check_writable_folder(args.out)
+    inputs = {"--checkpoint": args.checkpoint, "--params": args.params, "data.root": dataset_inputs(data_root)}
+    for name, mark, what in ((PREDICTIONS_FILE, FORMAT_NAME, "a predictions file written by itersg"),
+                             (METRICS_FILE, METRICS_FORMAT, "a metrics JSON written by itersg")):
+        check_output_file(out / name, marks={mark}, what=what, inputs=inputs, force=args.force)
+
+
 def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
+    from itersg.cli._params import add_force_argument
+
     parser = subparsers.add_parser(
         "metrics",
         help="scene-graph recalls (R, ng-R, zR, mR, hR @20/50/100) and box AP of a predictions file",
@@ -78,6 +97,7 @@ def _register_metrics(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="score only the predicted images when some images of the split have none "
                              "(default: an error); the metrics JSON records the counts")
+    add_force_argument(parser)
     parser.set_defaults(handler=_run_metrics)
 
 
@@ -101,16 +121,20 @@ def load_predicate_names(data_root: Path) -> list[str]:
 
 
 def _run_metrics(args: argparse.Namespace) -> int:
+    from itersg.cli._params import dataset_inputs
     from itersg.evaluation.metrics import (
+        METRICS_FORMAT,
         compute_metrics,
         load_zero_shot_triplets,
         metrics_document,
         write_metrics_json,
     )
     from itersg.evaluation.predictions import PredictionsReader
-    from itersg.files import writable_file
+    from itersg.files import check_output_file
 
-    writable_file(args.out)
+    check_output_file(args.out, marks={METRICS_FORMAT}, what="a metrics JSON written by itersg", force=args.force,
+                      inputs={"--predictions": args.predictions, "--data": dataset_inputs(args.data),
+                              "--zero-shot": args.zero_shot})
     if not args.data.is_dir():
         raise UserError(f"{args.data}: no such dataset folder (--data); give the folder of the VG150 files, "
                         "e.g. resources/vg")

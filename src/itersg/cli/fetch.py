@@ -27,6 +27,8 @@ def _bytes(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from itersg.cli._params import add_force_argument
+
     parser = subparsers.add_parser(
         "fetch",
         help="download and verify VG150 and pretrained weights",
@@ -51,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--timeout", type=float, default=60.0, metavar="SECONDS", help="network timeout (default: 60)")
     add("--reserve", type=_bytes, default=256 * 2**20, metavar="BYTES",
         help="disk space that must stay free besides the downloads, e.g. 500M or 2G (default: 256MiB)")
+    add_force_argument(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -72,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         reserve=args.reserve,
         keep_archives=args.keep_archives,
         skip_manual=args.skip_manual,
+        force=args.force,
     )
     names = list(manifest.entries) if args.all else args.names
     _check_destination(args.dest)

@@ -6,7 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from itersg.cli._params import add_force_argument
+from itersg.cli._types import json_object
 from itersg.errors import UserError
+
+REPLICATED_FORMAT = "itersg-replicated-decoder"  # the checkpoint's ``format``: marks it as written by this verb
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-predicates", type=int, default=None,
                    help="predicate classes (default: the dataset's of --params, else 50)")
     _add_model_options(p)
+    add_force_argument(p)
     p.set_defaults(handler=_run_replicate_decoder)
 
 
@@ -33,7 +38,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", help="params.yaml to take model.overrides and model.transformer_level from")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a params value (with --params), e.g. --set mode=demo")
-    p.add_argument("--overrides",
+    p.add_argument("--overrides", type=json_object,
                    help="model overrides as JSON (wins over --params), e.g. '{\"dec_layers\": 2}'")
     p.add_argument("--transformer-level", help="FPN level that feeds the transformer (VoVNet variants)")
 
@@ -60,14 +65,8 @@ def _model_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         overrides, level = dict(params["model"]["overrides"]), params["model"]["transformer_level"]
     elif args.assignments:
         raise UserError("--set needs --params")
-    if args.overrides:
-        try:
-            overrides = json.loads(args.overrides)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--overrides: not valid JSON ({err.msg}); "
-                            "e.g. '{\"dec_layers\": 2}'") from None
-        if not isinstance(overrides, dict):
-            raise UserError("--overrides: expected a JSON object")
+    if args.overrides is not None:
+        overrides = args.overrides
     return overrides, args.transformer_level or level
 
 
@@ -129,15 +128,18 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
     import torch
 
     from itersg.engine.checkpoint import atomic_save
-    from itersg.files import writable_file
+    from itersg.files import check_output_file
     from itersg.models.checkpoint_keys import detect_format, load_state, read_state_dict
     from itersg.models.registry import build_model
 
-    writable_file(args.out)
+    check_output_file(args.out, marks={REPLICATED_FORMAT}, what="a checkpoint written by `itersg replicate-decoder`",
+                      inputs={"--detr": args.detr, "--params": args.params}, force=args.force)
     overrides, level = _model_options(args)
     state = read_state_dict(args.detr)
-    if detect_format(state) not in ("detr", "detr-reference"):
-        raise UserError(f"{args.detr}: expected a DETR checkpoint, found {detect_format(state)} weights")
+    source_format = detect_format(state, args.detr)
+    if source_format not in ("detr", "detr-reference"):
+        raise UserError(f"{args.detr}: expected a DETR checkpoint, found {source_format} weights; pass the "
+                        "output of `itersg pretrain-detr` or the released DETR weights")
     class_weight = state.get("class_embed.weight", state.get("detr.class_embed.weight"))
     if class_weight is None:
         raise UserError(f"{args.detr}: no DETR class head (class_embed.weight); is this a DETR checkpoint?")
@@ -146,7 +148,8 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
                         num_predicates=_num_predicates(args), overrides=overrides, transformer_level=level)
     report = load_state(model, state, args.detr)
     out = Path(args.out)
-    atomic_save({"model": model.state_dict(), "variant": args.variant, "replicated_from": str(args.detr)}, out,
+    atomic_save({"format": REPLICATED_FORMAT, "model": model.state_dict(), "variant": args.variant,
+                 "replicated_from": str(args.detr)}, out,
                 advice="nothing was written: {fix} or choose another --out, then run again")
     print(f"wrote {out}: {report.loaded} tensors from {args.detr} ({report.source_format}), "
           f"{len(report.initialised)} freshly initialised (conditioning layers, predicate head)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from itersg.cli._params import add_force_argument
 from itersg.cli._types import positive_int
 
 EPILOG = (
@@ -57,6 +58,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="override a params value, e.g. --set train.iterations=1000 (repeatable)")
     p.add_argument("--stop-at", type=positive_int, metavar="ITERATION",
                    help="write a checkpoint after this iteration and exit with status 75 (for chunked jobs)")
+    add_force_argument(p)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -64,6 +66,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from itersg.engine.runner import run_training
 
     params = load_params(args.params, args.assignments)
+    _check_out(args, params, init=args.init)
     return run_training(params, "train", args.out, variant=args.variant, init=args.init, stop_at=args.stop_at)
 
 
@@ -72,7 +75,20 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     from itersg.engine.runner import run_training
 
     params = load_params(args.params, args.assignments)
+    _check_out(args, params)
     return run_training(params, "pretrain_detr", args.out, variant=args.variant, stop_at=args.stop_at)
+
+
+def _check_out(args: argparse.Namespace, params: dict, init: str | None = None) -> None:
+    """Refuse, before the model is built, a --out whose files training would destroy."""
+    from itersg.cli._params import dataset_inputs
+    from itersg.engine.runner import RUN_WRITES, is_run_folder
+    from itersg.files import check_output_folder
+
+    inputs = {"--init": init, "--params": args.params, "data.root": dataset_inputs(params["data"]["root"])}
+    check_output_folder(args.out, owned=is_run_folder, writes=RUN_WRITES, inputs=inputs, force=args.force,
+                        what="a training run folder (only config_resolved.yaml, log.jsonl, dvclive/, checkpoints/, "
+                             "model_final.pth, stale-*/)")
 
 
 def _run_launch(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""How fast and how small opening the VG150 index is, measured on a synthetic h5 of the real size; and
-how many images per second the training data path delivers (``bench_loader``).
+"""How fast and how small validating and opening the VG150 index are, measured on a synthetic h5 of the
+real size; and how many images per second the training data path delivers (``bench_loader``).
 
 The folder holds what the index reads (h5, image_data.json, dicts; no images): 108,073 images,
 ~1.1M boxes, ~620k relations, every dataset of the real h5 with its dtype (so the file is ~150 MB
@@ -14,14 +14,18 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from itersg.data.vg150 import CORRUPTED_IMAGE_IDS, DICTS_FILE, H5_FILE, IMAGE_DATA_FILE
+from itersg.files import holds_only, output_mark
 
 REAL_IMAGES, REAL_BOXES, REAL_RELATIONS = 108_073, 1_145_398, 622_705
 SIZE_FILE = "bench-sizes.json"  # the sizes a folder was written with (rewritten when they change)
+INDEX_FORMAT = "itersg-bench-index"  # the h5's ``format`` attribute: marks a folder as written here
+INDEX_NAMES = (H5_FILE, IMAGE_DATA_FILE, DICTS_FILE, SIZE_FILE)
 
 
 def _ranges(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +51,12 @@ def _image_ids(num_images: int) -> range:
     return range(1, last + 1)
 
 
+def is_index_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only what ``write_real_size_index`` writes: rewriting it loses nothing."""
+    written_here = output_mark(folder / H5_FILE) == INDEX_FORMAT or (folder / SIZE_FILE).is_file()
+    return holds_only(folder, INDEX_NAMES) and written_here
+
+
 def write_real_size_index(root: Path, num_images: int = REAL_IMAGES, num_boxes: int = REAL_BOXES,
                           num_relations: int = REAL_RELATIONS, seed: int = 0) -> Path:
     """h5 + image_data.json + dicts with VG150's layout and row counts (no images: the index does not open them)."""
@@ -60,6 +70,7 @@ def write_real_size_index(root: Path, num_images: int = REAL_IMAGES, num_boxes: 
     local = rng.integers(0, boxes_per_image[rel_image, None], (num_relations, 2))
     centres, sides = rng.integers(100, 900, (num_boxes, 2)), rng.integers(10, 200, (num_boxes, 2))
     with h5py.File(root / H5_FILE, "w") as h5:
+        h5.attrs["format"] = INDEX_FORMAT
         h5["split"] = np.where(rng.random(num_images) < 0.7, 0, 2).astype(np.int32)
         for name, values in (("img_to_first_box", first_box), ("img_to_last_box", last_box),
                              ("img_to_first_rel", first_rel), ("img_to_last_rel", last_rel)):
@@ -90,10 +101,15 @@ _MEASURE = textwrap.dedent("""
             return int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) / 1024
         except OSError:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from itersg.data.verify import check_structure
     from itersg.data.vg150 import VG150Index
     before = peak_mib()
     start = time.perf_counter()
-    index = VG150Index(sys.argv[1], sys.argv[2])
+    check_structure(sys.argv[1])
+    validate_seconds = time.perf_counter() - start
+    validate_peak = peak_mib()
+    start = time.perf_counter()
+    index = VG150Index(sys.argv[1], sys.argv[2])  # the validation above is not repeated
     seconds = time.perf_counter() - start
     open_peak = peak_mib()
     read_ms = None
@@ -104,21 +120,30 @@ _MEASURE = textwrap.dedent("""
         for i in rows:
             index.annotations(i)
         read_ms = (time.perf_counter() - start) / len(rows) * 1000
-    print(json.dumps({"seconds": seconds, "images": len(index), "peak_rss_mib": open_peak,
+    print(json.dumps({"validate_seconds": validate_seconds, "validate_peak_rss_mib": validate_peak,
+                      "seconds": seconds, "images": len(index), "peak_rss_mib": open_peak,
                       "rss_before_open_mib": before, "annotation_read_ms": read_ms,
                       "peak_rss_after_reads_mib": peak_mib()}))
 """)
 
 
+def _written_sizes(root: Path) -> Any:
+    """The sizes the folder was written with; None when unknown (no or an unreadable file: it is rewritten)."""
+    try:
+        return json.loads((root / SIZE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def bench_index(root: Path, num_images: int = REAL_IMAGES, num_boxes: int = REAL_BOXES,
                 num_relations: int = REAL_RELATIONS, split: str = "train") -> dict:
-    """Open ``split`` of a real-size VG150 folder in a fresh process: seconds, peak RSS, lazy read time.
+    """Validate a real-size VG150 folder (``check_structure``, as every command does on opening it), then
+    open ``split`` in the same fresh process: seconds and peak RSS of each, lazy read time.
 
     Writes the folder first (a few seconds) unless ``root`` already holds one of these sizes.
     """
     root = Path(root)
-    sizes = root / SIZE_FILE
-    if not sizes.is_file() or json.loads(sizes.read_text()) != [num_images, num_boxes, num_relations]:
+    if _written_sizes(root) != [num_images, num_boxes, num_relations]:
         write_real_size_index(root, num_images, num_boxes, num_relations)
     result = subprocess.run([sys.executable, "-c", _MEASURE, str(root), split], capture_output=True, text=True)
     if result.returncode:

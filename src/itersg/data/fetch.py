@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from itersg.data.extract import extract_zip, free_bytes
 from itersg.errors import UserError
-from itersg.files import write_text_atomic
+from itersg.files import FORCE_OPTION, check_output_folder, write_text_atomic
 
 MANIFEST = Path(__file__).with_name("manifest.yaml")
 LOCK_NAME = "fetch.lock.json"
@@ -215,7 +215,8 @@ def load_manifest(path: Path | None = None) -> Manifest:
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
-        raise UserError(f"cannot read the manifest {path}: {err.strerror}") from None
+        raise UserError(f"{path}: cannot read the manifest ({err.strerror}); check --manifest, or leave it out "
+                        "to use the packaged one") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML ({err}); fix the manifest") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
@@ -280,6 +281,8 @@ class FetchOptions:
         reserve: bytes that must stay free on the disk besides the download (and what it unpacks to).
         keep_archives: keep verified zip archives in ``DEST/archives`` after unpacking.
         skip_manual: report missing manual inputs without failing.
+        force: replace a file at an input's path that is neither the expected one nor one fetch verified
+            earlier, and unpack into a non-empty folder that fetch did not unpack into (default: refuse).
         free_space: free bytes on the disk holding a path (injectable for tests).
     """
 
@@ -289,6 +292,7 @@ class FetchOptions:
     reserve: int = 256 * 2**20
     keep_archives: bool = False
     skip_manual: bool = False
+    force: bool = False
     free_space: Callable[[Path], int] = field(default=free_bytes)
 
 
@@ -397,6 +401,7 @@ class _Fetcher:
             try:
                 digest = self.verify(entry, final)
             except _Mismatch as err:
+                self._check_replaceable(entry, final, err)
                 self.log(f"{entry.name}: {final} is not the expected file ({err}); downloading it again")
             else:
                 self.record(entry, final, digest)
@@ -440,6 +445,8 @@ class _Fetcher:
             return
         if same:
             self.log(f"{entry.name}: {folder} lacks files unpacked earlier; unpacking the archive again")
+        check_output_folder(folder, owned=self._unpacked_into, what="a folder `itersg fetch` unpacked into",
+                            force=self.options.force, option="--dest")
         archive = self.dest / ARCHIVE_DIR / f"{entry.name}.zip"
         digest = None
         if archive.exists():
@@ -472,6 +479,20 @@ class _Fetcher:
         if not self.options.keep_archives:
             archive.unlink()
         self.log(f"{entry.name}: verified (sha256 {digest}); unpacked {files:,} files into {folder}")
+
+    def _check_replaceable(self, entry: Entry, final: Path, err: _Mismatch) -> None:
+        """Refuse to download over a file that fetch did not verify earlier (the lock holds its sha256)."""
+        locked = (self.lock.get(entry.name) or {}).get("sha256")
+        if self.options.force or (locked and sha256_of(final) == locked):
+            return
+        raise UserError(f"{final}: exists and is not the expected file of {entry.name} ({err}), nor one `itersg "
+                        f"fetch` verified earlier; move it away or choose another --dest, or pass {FORCE_OPTION} to "
+                        "replace it with a download")
+
+    def _unpacked_into(self, folder: Path) -> bool:
+        """Whether an archive was unpacked into ``folder`` on this machine (``DEST/.fetch-state.json``)."""
+        rel = folder.relative_to(self.dest).as_posix()
+        return any(v.get("folder") == rel for v in self.state.entries.values())
 
     def _unpacked(self, folder: Path) -> bool:
         """Whether ``folder`` still holds at least every file the recorded archives unpacked into it."""

@@ -19,6 +19,8 @@ from itersg.data.vg150 import (
 from itersg.errors import UserError
 from itersg.files import writable_file, write_text_atomic
 
+SUMMARY_FORMAT = "itersg-data-summary"  # the summary's ``format``: marks the file as written by write_summary
+
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
@@ -38,6 +40,7 @@ def summarize(root: str | Path, num_val_images: int = 5000) -> dict:
                         f"are all of its {split_sizes['val']} images, leaving none to train on; lower "
                         "data.num_val_images (--num-val)")
     return {
+        "format": SUMMARY_FORMAT,
         "root": str(root),
         "num_val_images": num_val_images,
         "split_sizes": split_sizes,

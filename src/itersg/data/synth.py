@@ -31,6 +31,7 @@ from itersg.data.vg150 import (
     IMAGE_DATA_FILE,
     ZERO_SHOT_FILE,
 )
+from itersg.files import holds_only, output_mark
 
 SHAPES = ("square", "circle", "triangle")
 COLOURS = {"red": (210, 45, 45), "green": (40, 160, 60), "blue": (45, 85, 215), "yellow": (230, 200, 35)}
@@ -38,6 +39,8 @@ CLASSES = tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOURS)
 PREDICATES = ("above", "beside", "bigger than", "same colour as", "near", "overlapping", "inside")
 MAX_RELATIONS_PER_IMAGE = 6
 TRAIN_FRACTION = 0.7
+SYNTH_FORMAT = "itersg-synthetic-vg150"  # the h5's ``format`` attribute: marks a folder as written by generate
+DATASET_NAMES = (H5_FILE, DICTS_FILE, IMAGE_DATA_FILE, ZERO_SHOT_FILE, "VG_100K")
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ def _add_image(arrays: _Arrays, objects: list[SynthObject], triplets: list[tuple
 def _write_h5(path: Path, arrays: _Arrays) -> None:
     n_obj = len(arrays.labels)
     with h5py.File(path, "w") as h5:
+        h5.attrs["format"] = SYNTH_FORMAT
         for name in ("split", "first_box", "last_box", "first_rel", "last_rel"):
             key = name if name == "split" else f"img_to_{name}"
             h5.create_dataset(key, data=np.asarray(getattr(arrays, name), dtype=np.int32))
@@ -261,6 +265,11 @@ def generate(out: str | Path, images: int = 1500, seed: int = 0, image_size: int
     torch.save(torch.tensor(sorted(zero_shot), dtype=torch.int64).reshape(-1, 3), staging / ZERO_SHOT_FILE)
     _move_into_place(staging, out)
     return out
+
+
+def is_synthetic_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset of ``generate`` and nothing else: writing one there loses nothing."""
+    return holds_only(folder, DATASET_NAMES) and output_mark(folder / H5_FILE) == SYNTH_FORMAT
 
 
 def _move_into_place(staging: Path, out: Path) -> None:

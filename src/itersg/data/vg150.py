@@ -13,8 +13,10 @@ loaded; spec-iterativesg §1 says all predicates of a pair are kept, the code wi
 predicate frequencies (alpha/beta reweighting) count every training row, as the reference's
 ``get_statistics`` does.
 
-Only the small per-image arrays are read when an index opens; boxes, labels and relations of an
-image are read on demand from an h5 handle that each process (DataLoader worker) opens lazily.
+Opening an index first runs the fast validator (``verify.check_structure``: once per process for the
+same files), which reads every array once; the index then keeps only the small per-image arrays, and
+boxes, labels and relations of an image are read on demand from an h5 handle that each process
+(DataLoader worker) opens lazily.
 """
 
 from __future__ import annotations
@@ -170,11 +172,15 @@ class VG150Index:
 
     def __init__(self, root: str | Path, split: str, num_val_images: int = 5000, *,
                  filter_empty_rels: bool = True, filter_duplicate_rels: bool | None = None) -> None:
+        from itersg.data.verify import check_structure  # verify imports this module
+
+        check_structure(root)  # one clear error for a broken file, before anything reads it
         self.root = Path(root)
         self.split = split
         self.filter_duplicate_rels = split == "train" if filter_duplicate_rels is None else filter_duplicate_rels
         self.h5_path = self.root / H5_FILE
-        arrays = _read_index_arrays(self.h5_path)
+        with h5py.File(self.h5_path, "r") as h5:  # the small per-image arrays; the flat ones stay on disk
+            arrays = {name: h5[name][:] for name in INDEX_ARRAYS}
         self.rows = split_rows(arrays["split"], arrays["img_to_first_box"], arrays["img_to_first_rel"], split,
                                num_val_images, filter_empty_rels)
         self.first_box = arrays["img_to_first_box"][self.rows]
@@ -182,9 +188,6 @@ class VG150Index:
         self.first_rel = arrays["img_to_first_rel"][self.rows]
         self.last_rel = arrays["img_to_last_rel"][self.rows]
         images = load_image_data(self.root)
-        if len(images) != len(arrays["split"]):
-            raise UserError(f"{self.root / IMAGE_DATA_FILE}: {len(images)} images (without the corrupted ids) but "
-                            f"{H5_FILE} has {len(arrays['split'])} rows; use matching files (run `itersg data verify`)")
         self.image_ids = np.array([images[r]["image_id"] for r in self.rows], dtype=np.int64)
         self.widths = np.array([images[r]["width"] for r in self.rows], dtype=np.int64)
         self.heights = np.array([images[r]["height"] for r in self.rows], dtype=np.int64)
@@ -247,20 +250,6 @@ class VG150Index:
             if self.filter_duplicate_rels:
                 relations = sample_predicate_per_pair(relations, generator)
         return {"boxes": boxes, "labels": labels, "relations": relations}
-
-
-def _read_index_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The small per-image arrays (5 x 108,073 int32 for VG150); the flat arrays stay on disk."""
-    try:
-        with h5py.File(path, "r") as h5:
-            if missing := [name for name in INDEX_ARRAYS if name not in h5]:
-                raise UserError(f"{path}: dataset(s) {missing} missing; the file is not VG-SGG-with-attri.h5 "
-                                "(run `itersg data verify`)")
-            return {name: h5[name][:] for name in INDEX_ARRAYS}
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
-    except OSError as err:
-        raise UserError(f"{path}: unreadable h5 ({str(err).splitlines()[0]}); download it again") from None
 
 
 def clip_and_drop_empty(boxes: np.ndarray, relations: np.ndarray, width: int, height: int,

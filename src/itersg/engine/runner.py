@@ -40,7 +40,7 @@ from itersg.engine.checkpoint import (
     prune_checkpoints,
     remove_stale_temp_files,
 )
-from itersg.engine.logs import TrainingLog
+from itersg.engine.logs import CURVES_DIR, LOG_NAME, TrainingLog
 from itersg.engine.loop import RunningMeans, TrainingDiverged, move_to, train_step
 from itersg.engine.optim import Precision, build_lr_scheduler, build_optimizer, lr_drop_iteration
 from itersg.engine.provenance import fingerprint, software
@@ -50,7 +50,7 @@ from itersg.engine.signals import EXIT_PREEMPTED, StopRequest
 from itersg.engine.tasks import build_task
 from itersg.engine.validation import validate, validation_subset
 from itersg.errors import UserError
-from itersg.files import WriteError, check_writable_folder, write_text_atomic
+from itersg.files import WriteError, check_writable_folder, holds_only, write_text_atomic
 
 CHECKPOINT_FORMAT = 1
 FINAL_NAME = "model_final.pth"
@@ -58,6 +58,12 @@ CONFIG_NAME = "config_resolved.yaml"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "running_means",
                    "data_position", "fingerprint")
+RUN_WRITES = (CONFIG_NAME, LOG_NAME, CURVES_DIR, CHECKPOINT_DIR, FINAL_NAME)  # what a run writes in OUT
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only what runs write there (``stale-*`` included): training there loses nothing."""
+    return holds_only(folder, (*RUN_WRITES, "stale-*"))
 
 
 def finished_run(out: Path, run_fingerprint: str) -> dict[str, Any] | None:

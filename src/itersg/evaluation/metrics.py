@@ -2,7 +2,8 @@
 
 ``compute_metrics`` makes one pass over the predictions (a :class:`PredictionsReader` or per-image dicts)
 and feeds the scene-graph recalls and the COCO box AP; ``metrics_document`` adds the run's identity
-(and, from ``itersg evaluate``, timing and parameter counts); ``write_metrics_json`` writes it atomically.
+(with ``format`` = ``"itersg-metrics"``; from ``itersg evaluate`` also timing and parameter counts);
+``write_metrics_json`` writes it atomically.
 Undefined values (NaN, e.g. zR without zero-shot GT) are written as JSON ``null``.
 """
 
@@ -25,6 +26,7 @@ from itersg.evaluation.sg_metrics import RECALL_KS, SceneGraphRecall
 from itersg.files import write_text_atomic
 
 GroundTruth = Mapping[int, Mapping[str, Any]]
+METRICS_FORMAT = "itersg-metrics"  # the document's ``format``: marks a metrics JSON as written by itersg
 
 
 def load_zero_shot_triplets(path: str | os.PathLike) -> np.ndarray:
@@ -40,11 +42,14 @@ def load_zero_shot_triplets(path: str | os.PathLike) -> np.ndarray:
                         f"the data (zeroshot_triplet.pytorch)")
     try:
         triplets = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt file
-        raise UserError(f"cannot read zero-shot triplets from {path} ({err}); fetch the file again") from None
-    triplets = np.asarray(triplets, dtype=np.int64)
-    if triplets.ndim != 2 or triplets.shape[1] != 3:
-        raise UserError(f"{path}: zero-shot triplets have shape {triplets.shape}, expected (Z, 3)")
+    except Exception as err:  # torch raises many types for a corrupt file, some with messages of many lines
+        raise UserError(f"{path}: not a file of zero-shot triplets saved by torch ({type(err).__name__}); "
+                        "fetch zeroshot_triplet.pytorch again") from None
+    if not isinstance(triplets, torch.Tensor) or triplets.ndim != 2 or triplets.shape[1] != 3:
+        found = f"shape {tuple(triplets.shape)}" if isinstance(triplets, torch.Tensor) else type(triplets).__name__
+        raise UserError(f"{path}: zero-shot triplets must be a tensor of shape (Z, 3), found {found}; fetch "
+                        "zeroshot_triplet.pytorch again")
+    triplets = triplets.long().numpy()
     if triplets.size and triplets.min() < 1:
         raise UserError(f"{path}: zero-shot triplets must be 1-based (found {triplets.min()}); fetch the "
                         f"file again")
@@ -215,9 +220,9 @@ def metrics_document(*, variant: str, iteration: int, split: str, metrics: Mappi
                      timing: Mapping[str, Any] | None = None,
                      params: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The metrics JSON of a successful evaluation (``metrics`` = the output of compute_metrics)."""
-    document: dict[str, Any] = {"variant": variant, "iteration": int(iteration), "split": split,
-                                "num_images": int(metrics["num_images"]), "images": dict(metrics["images"]),
-                                "status": "ok"}
+    document: dict[str, Any] = {"format": METRICS_FORMAT, "variant": variant, "iteration": int(iteration),
+                                "split": split, "num_images": int(metrics["num_images"]),
+                                "images": dict(metrics["images"]), "status": "ok"}
     document.update({key: metrics[key] for key in ("sgdet", "per_predicate_recall", "bbox")})
     if timing is not None:
         document["timing"] = dict(timing)

@@ -238,7 +238,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise UserError(f"{path}: no such checkpoint") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder; give the checkpoint file (.pth) inside it") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError):
+    except OSError:
+        raise  # no permission, a failing disk: the command line names the file
+    except Exception:  # whatever torch raises on other content: a text file, a cut-off download, refused objects
         # A complete torch.save file is a zip archive: then the content was refused, else the file is not one.
         reason = ("it holds objects other than tensors and plain containers, which are not loaded for safety"
                   if zipfile.is_zipfile(path) else "it is not a (complete) PyTorch checkpoint file")
@@ -248,11 +250,15 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         data = data["model"]
     if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
         raise UserError(f"{path}: expected a state dict (or {{'model': state_dict}}) of tensors")
+    if not data:
+        raise UserError(f"{path}: holds no weights (an empty state dict); pass a checkpoint written by itersg "
+                        "or the released weights")
     return {k.removeprefix("module."): v for k, v in data.items()}
 
 
-def detect_format(keys: Iterable[str]) -> str:
-    """One of iterativesg-reference, detr-reference, iterativesg, detr, msra; UserError otherwise."""
+def detect_format(keys: Iterable[str], source: str = "checkpoint") -> str:
+    """One of iterativesg-reference, detr-reference, iterativesg, detr, msra; UserError naming ``source``
+    otherwise."""
     keys = list(keys)
     markers = (("iterativesg-reference", _D + "subject_layers."), ("detr-reference", _D + "layers."),
                ("iterativesg", "transformer.decoder.subject_layers."),
@@ -262,8 +268,8 @@ def detect_format(keys: Iterable[str]) -> str:
             return name
     if any(c2_resnet_key(k) is not None for k in keys):
         return "msra"
-    raise UserError(f"unrecognised checkpoint: none of its {len(keys)} keys (e.g. {keys[:3]}) belong to "
-                    "IterativeSG, DETR or an MSRA ResNet")
+    raise UserError(f"{source}: unrecognised checkpoint: none of its {len(keys)} keys (e.g. {keys[:3]}) belong to "
+                    "IterativeSG, DETR or an MSRA ResNet; pass a checkpoint written by itersg or the released weights")
 
 
 # --- Loading into models ----------------------------------------------------------------------------------
@@ -361,9 +367,19 @@ def _without_multiplied_queries(state: dict[str, Tensor], fresh: Mapping[str, Te
     return state
 
 
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinite values: every output of a model made from them is garbage."""
+    non_finite = [name for name, tensor in state.items()
+                  if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite:
+        raise UserError(f"{source}: {len(non_finite)} weight tensors hold NaN or infinite values (first: "
+                        f"{non_finite[0]}); the training diverged: use an earlier checkpoint")
+
+
 def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> LoadReport:
-    """``load_weights`` for a state dict already read from ``source`` (a ``.pth``)."""
-    source_format = detect_format(state)
+    """``load_weights`` for a state dict already read from ``source`` (a ``.pth``); refuses non-finite weights."""
+    source_format = detect_format(state, source)
+    check_finite(state, source)
     if source_format == "msra":
         raise UserError(f"{source}: Caffe2 ResNet weights must be a .pkl file")
     ignored = _without_ignored(state)[1] if source_format.endswith("reference") else []

@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from itersg.data.vg150 import SPLITS
 from itersg.errors import UserError
 
 KS = (20, 50, 100)
 # sgdet keys of the metrics JSON (contract), each at K in KS; all fractions in [0, 1].
 SGDET_METRICS = ("R", "ngR", "zR", "mR", "mR_corrected", "hR", "hR_corrected", "SGMeanRecall")
-BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCO box AP in percent
 PARAM_COUNTS = ("backbone", "total")
 STATUSES = ("ok", "failed")
+# The values a kind of number may take, and how a refusal describes them (infinity is never one).
+NUMBER_KINDS = {
+    "fraction": (lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1] (percent given?)"),
+    "percent": (lambda v: 0.0 <= v <= 100.0, "a percentage in [0, 100] (an undefined AP is null, not -1)"),
+    "seconds": (lambda v: 0.0 < v < math.inf, "a positive, finite number of seconds"),
+}
 
 
 @dataclass(frozen=True)
@@ -109,39 +116,46 @@ def _require(mapping: Mapping[str, Any], key: str, path: Path, where: str = "") 
     return mapping[key]
 
 
-def _check_number(value: Any, path: Path, name: str, fraction: bool) -> None:
+def _check_number(value: Any, path: Path, name: str, kind: str) -> None:
+    """A number of ``NUMBER_KINDS[kind]``, or undefined (null / NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return  # e.g. zR when no test image has a zero-shot triplet: shown as "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UserError(f"{path}: field '{name}' must be a number, got {value!r}")
-    if fraction and not 0.0 <= value <= 1.0:
-        raise UserError(f"{path}: field '{name}' = {value} is not a fraction in [0, 1] (percent given?)")
+    possible, description = NUMBER_KINDS[kind]
+    if not possible(value):
+        raise UserError(f"{path}: field '{name}' = {value} is not {description}; the file was edited or not "
+                        "written by itersg: evaluate the checkpoint again (itersg evaluate)")
 
 
 def _check_ok_metrics(data: Mapping[str, Any], path: Path) -> None:
     sgdet = _require(data, "sgdet", path)
     for metric in SGDET_METRICS:
         for k in KS:
-            _check_number(_require(sgdet, f"{metric}@{k}", path, "sgdet."), path, f"sgdet.{metric}@{k}", True)
+            _check_number(_require(sgdet, f"{metric}@{k}", path, "sgdet."), path, f"sgdet.{metric}@{k}",
+                          "fraction")
     bbox = _require(data, "bbox", path)
     for metric in BBOX_METRICS:
-        _check_number(_require(bbox, metric, path, "bbox."), path, f"bbox.{metric}", False)
+        _check_number(_require(bbox, metric, path, "bbox."), path, f"bbox.{metric}", "percent")
     # `itersg metrics` (scoring a predictions file) has no model to time or count: both blocks are optional
     if "timing" in data:
         timing = data["timing"]
-        _check_number(_require(timing, "s_per_image", path, "timing."), path, "timing.s_per_image", False)
+        _check_number(_require(timing, "s_per_image", path, "timing."), path, "timing.s_per_image", "seconds")
     if "params" in data:
         for name in PARAM_COUNTS:
             count = _require(data["params"], name, path, "params.")
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise UserError(f"{path}: field 'params.{name}' must be an integer, got {count!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise UserError(f"{path}: field 'params.{name}' must be an integer count (0 or more), got {count!r}")
     per_predicate = _require(data, "per_predicate_recall", path)
     for k in KS:
         recalls = _require(per_predicate, str(k), path, "per_predicate_recall.")
         if not isinstance(recalls, Mapping):
             raise UserError(f"{path}: field 'per_predicate_recall.{k}' must map predicate names to recalls")
         for name, value in recalls.items():
-            _check_number(value, path, f"per_predicate_recall.{k}.{name}", True)
+            _check_number(value, path, f"per_predicate_recall.{k}.{name}", "fraction")
+    split = _require(data, "split", path)
+    if split not in SPLITS:
+        raise UserError(f"{path}: field 'split' must be one of {list(SPLITS)}, got {split!r}")
 
 
 def parse_metrics(data: Any, path: Path) -> MetricsFile:
@@ -153,8 +167,8 @@ def parse_metrics(data: Any, path: Path) -> MetricsFile:
     status = _require(data, "status", path)
     if not isinstance(variant, str) or not variant:
         raise UserError(f"{path}: field 'variant' must be a non-empty string, got {variant!r}")
-    if isinstance(iteration, bool) or not isinstance(iteration, int):
-        raise UserError(f"{path}: field 'iteration' must be an integer, got {iteration!r}")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise UserError(f"{path}: field 'iteration' must be an integer (0 or more), got {iteration!r}")
     if status not in STATUSES:
         raise UserError(f"{path}: field 'status' must be one of {list(STATUSES)}, got {status!r}")
     if status == "ok":
@@ -190,7 +204,38 @@ def load_metrics(patterns: Iterable[str]) -> MetricsSelection:
     if empty and not files:
         raise UserError(f"--metrics {' '.join(empty)}: matched no metrics file; check the pattern (quote it so "
                         "that itersg, not the shell, expands it) or run the evaluations first")
+    check_same_data(list(files.values()))
     return MetricsSelection(list(files.values()), empty)
+
+
+def _scored_on(metrics: MetricsFile) -> dict[str, Any]:
+    """What a successful evaluation records of the data it was scored on (None: not recorded)."""
+    images = metrics.data.get("images")
+    return {"split": metrics.data["split"],
+            "images.expected": images.get("expected") if isinstance(images, Mapping) else None,
+            "per_predicate_recall": sorted(metrics.data["per_predicate_recall"]["50"])}
+
+
+def check_same_data(files: list[MetricsFile]) -> None:
+    """Refuse successful evaluations of different splits or datasets: one table cannot compare them.
+
+    A metrics file records its split, the number of images of the split (``images.expected``) and, as the
+    keys of ``per_predicate_recall``, the dataset's predicate names; all must agree with the first file's.
+    """
+    scored = [(metrics, _scored_on(metrics)) for metrics in files if metrics.status == "ok"]
+    if not scored:
+        return
+    first, expected = scored[0]
+    for metrics, values in scored[1:]:
+        for name, value in values.items():
+            other = expected[name]
+            if value is None or other is None or value == other:
+                continue
+            differs = (f"names other predicates than {first.path} (e.g. {sorted(set(value) ^ set(other))[:3]})"
+                       if name == "per_predicate_recall" else f"is {value!r} but {other!r} in {first.path}")
+            raise UserError(f"{metrics.path}: field '{name}' {differs}: the two were scored on different "
+                            f"{'splits' if name == 'split' else 'data'}, which one table cannot compare; "
+                            "evaluate every checkpoint with the same data.root and evaluate.split")
 
 
 def load_prepare(path: Path) -> PrepareSummary:

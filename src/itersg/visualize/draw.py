@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import torch
 import torchvision.transforms.v2.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from torchvision.utils import draw_bounding_boxes
 
 # Tableau-like colours that stay legible on photos and behind white text.
@@ -128,11 +128,17 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return F.to_pil_image(image)
 
 
-def encode(image: Image.Image, image_format: str = "PNG", quality: int = 85) -> bytes:
-    """The image file bytes (PNG without metadata; JPEG at ``quality``)."""
+def encode(image: Image.Image, image_format: str = "PNG", quality: int = 85,
+           text: Mapping[str, str] | None = None) -> bytes:
+    """The image file bytes (PNG with only the ``text`` chunks given; JPEG at ``quality``)."""
     buffer = io.BytesIO()
     if image_format == "JPEG":
         image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    elif text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        image.save(buffer, format=image_format, optimize=True, pnginfo=info)
     else:
         image.save(buffer, format=image_format, optimize=True)
     return buffer.getvalue()
