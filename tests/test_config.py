@@ -18,13 +18,11 @@ def test_full_defaults_are_the_published_recipe():
     assert params["train"]["iterations"] == 250_000
     assert params["train"]["batch_size"] == 12 and params["train"]["gpus"] == 4
     assert params["study"]["eval_iterations"] == [100_000, 250_000]
-    assert len(params["study"]["variants"]) == 9
-    speaq = ("r101-detr-speaq", "r101-detr-speaq-baseline")
-    assert all(v == {"alpha": 0.07, "beta": 0.75} for k, v in params["variants"].items() if k not in speaq)
-    # SpeaQ's README recipe: batch 20, 150k iterations (LR drop at 0.64 x 150k = 96k), UNDERSAMPLE_PARAM 1.5
-    for name in speaq:
-        assert params["variants"][name] == {"alpha": 0.07, "beta": 0.75, "iterations": 150_000, "batch_size": 20,
-                                            "eval_iterations": [150_000]}
+    assert len(params["study"]["variants"]) == 15  # the 7 published rows, 6 of them at P5, SpeaQ and its baseline
+    assert all(v == {"alpha": 0.07, "beta": 0.75} for v in params["variants"].values())
+    # SpeaQ's README recipe (the catalogue's): batch 20, 150k iterations (LR drop at 0.64 x 150k = 96k)
+    for name in ("r101-detr-speaq", "r101-detr-speaq-baseline"):
+        assert variant_recipe(params, name) == {"iterations": 150_000, "batch_size": 20, "eval_iterations": [150_000]}
     assert variant_recipe(params, "r101-detr") == {"iterations": 250_000, "batch_size": 12,
                                                    "eval_iterations": [100_000, 250_000]}
     assert for_variant(params, "r101-detr-speaq")["train"]["iterations"] == 150_000

@@ -215,6 +215,8 @@ def resolve_params(raw: Mapping[str, Any], source: str = "params.yaml", set_keys
     if params["mode"] == "demo":
         overrides = {k: v for k, v in params.get("demo", {}).items() if k in SECTIONS_WITH_DEMO_OVERRIDES}
         params = deep_merge(params, overrides)
+    variant_defaults = _fill_defaults({}, schema["$defs"]["variant"], schema)
+    params["variants"] = {**{v: dict(variant_defaults) for v in params["study"]["variants"]}, **params["variants"]}
     _check_consistency(params, source)
     return params
 
@@ -227,12 +229,7 @@ def _check_consistency(params: Mapping[str, Any], source: str) -> None:
             f"{source}: key 'study.eval_iterations': {too_late} exceed train.iterations ({iterations}); "
             "lower them or raise train.iterations"
         )
-    missing = [v for v in params["study"]["variants"] if v not in params["variants"]]
-    if missing:
-        raise UserError(f"{source}: key 'variants': no settings for {missing}; add them under 'variants:'")
-    for variant, settings in params["variants"].items():
-        if not set(RECIPE_KEYS) & set(settings):
-            continue
+    for variant in params["variants"]:
         recipe = variant_recipe(params, variant)
         too_late = [i for i in recipe["eval_iterations"] if i > recipe["iterations"]]
         if too_late:
@@ -245,14 +242,21 @@ RECIPE_KEYS = ("iterations", "batch_size", "eval_iterations")
 
 
 def variant_recipe(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
-    """``iterations``, ``batch_size`` and ``eval_iterations`` of ``variant``: its own settings where given,
-    else the study's ``train.iterations``, ``train.batch_size`` and ``study.eval_iterations``; a variant
-    with its own iterations but no eval_iterations is evaluated at its last one."""
+    """``iterations``, ``batch_size`` and ``eval_iterations`` of ``variant``: its own settings where given
+    (``variants.<name>``), else its catalogue recipe (``itersg.catalog``), else the study's
+    ``train.iterations``, ``train.batch_size`` and ``study.eval_iterations``; a variant with its own
+    iterations but no eval_iterations is evaluated at its last one."""
+    from itersg.catalog import VARIANTS, Recipe
+
+    catalogued = VARIANTS[variant].recipe if variant in VARIANTS else Recipe()
+    recipe = {"iterations": catalogued.iterations or params["train"]["iterations"],
+              "batch_size": catalogued.batch_size or params["train"]["batch_size"],
+              "eval_iterations": list(catalogued.eval_iterations or params["study"]["eval_iterations"])}
     own = params["variants"].get(variant, {})
-    evaluated = [own["iterations"]] if "iterations" in own else params["study"]["eval_iterations"]
-    return {"iterations": own.get("iterations", params["train"]["iterations"]),
-            "batch_size": own.get("batch_size", params["train"]["batch_size"]),
-            "eval_iterations": list(own.get("eval_iterations", evaluated))}
+    if "iterations" in own:
+        recipe["iterations"], recipe["eval_iterations"] = own["iterations"], [own["iterations"]]
+    recipe.update({key: own[key] for key in ("batch_size", "eval_iterations") if key in own})
+    return recipe
 
 
 def for_variant(params: Mapping[str, Any], variant: str) -> dict[str, Any]:

@@ -183,10 +183,10 @@ def all_predictions(params: Mapping[str, Any]) -> list[str]:
 
 
 def starts_from_detr(variant: str) -> bool:
-    """True for the variants that start from the VG-pretrained DETR: those with its ResNet-101 backbone."""
-    from itersg.models.registry import get_variant
+    """True for the variants that start from the VG-pretrained DETR (the catalogue's ``init``)."""
+    from itersg.catalog import get_variant
 
-    return get_variant(variant).backbone == "resnet"
+    return get_variant(variant).starts_from_detr
 
 
 def gallery_inputs(params: Mapping[str, Any]) -> dict[str, str]:

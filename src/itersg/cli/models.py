@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from itersg.catalog import TRANSFORMER_LEVELS
 from itersg.cli._params import add_force_argument
 from itersg.cli._types import json_object
 from itersg.errors import UserError
@@ -40,7 +41,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="override a params value (with --params), e.g. --set mode=demo")
     p.add_argument("--overrides", type=json_object,
                    help="model overrides as JSON (wins over --params), e.g. '{\"dec_layers\": 2}'")
-    p.add_argument("--transformer-level", help="FPN level that feeds the transformer (VoVNet variants)")
+    p.add_argument("--transformer-level", choices=TRANSFORMER_LEVELS,
+                   help="FPN level that feeds the transformer (VoVNet variants; default: the variant's own)")
 
 
 def _num_predicates(args: argparse.Namespace) -> int:
@@ -55,9 +57,9 @@ def _num_predicates(args: argparse.Namespace) -> int:
     return 50
 
 
-def _model_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+def _model_options(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     overrides: dict[str, Any] = {}
-    level = "P5"
+    level = None  # the variant's own
     if args.params:
         from itersg.config import load_params
 

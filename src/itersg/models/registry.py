@@ -1,66 +1,32 @@
-"""The named variants of the study and the one way to build them.
+"""The one way to build a variant of the catalogue (``itersg.catalog``) as a torch model.
 
-| variant | backbone | extra head |
-|---|---|---|
-| r101-detr | ResNet-101 (detectron2/MSRA layout), res5 | - |
-| vovnet{39,57,99}-detr | VoVNetV2-FPN (``vovnet.build_vovnet_fpn``), ``transformer_level`` | - |
-| vovnet{39,57,99}-centermask | as above | CenterMask heads (``centermask.build_centermask_heads``) |
+| backbone | extra head |
+|---|---|
+| ResNet-101 (detectron2/MSRA layout), res5 | - |
+| VoVNetV2-FPN (``vovnet.build_vovnet_fpn``), the variant's ``transformer_level`` | - or CenterMask heads |
 
-Every variant trains with one of two methods: IterativeSG, or SpeaQ (the ``-speaq`` versions: the
-same model with more relation queries, and SpeaQ's grouped one-to-many matching in the loss, see
-``itersg.models.speaq``). ``r101-detr-speaq`` is the released SpeaQ model (93,328,270 parameters);
-``r101-detr-speaq-baseline`` is IterativeSG's r101-detr under another name, so that params.yaml can
-train it with SpeaQ's recipe (SpeaQ's baseline) beside r101-detr with IterativeSG's.
-
-``overrides`` (see ``itersg.models.config``) shrinks the same classes for the demo and the tests.
+SpeaQ variants are the same models with more relation queries and SpeaQ's grouped one-to-many matching
+in the loss (``itersg.models.speaq``). ``overrides`` (see ``itersg.models.config``) shrinks the same
+classes for the demo and the tests.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from itersg.catalog import METHODS, TRANSFORMER_LEVELS, VARIANTS, Variant, get_variant
 from itersg.errors import UserError
 from itersg.models.config import check_overrides, model_config, resnet_config
 from itersg.models.detr import DETR
 from itersg.models.iterativesg import IterativeSG
 from itersg.models.resnet import build_resnet
 
-TRANSFORMER_LEVELS = ("P3", "P4", "P5", "P6", "P7")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A study variant: backbone family and depth, and an optional auxiliary head."""
-
-    name: str
-    backbone: str
-    depth: int
-    aux_head: str | None = None
-    method: str = "iterativesg"
-
-
-METHODS = ("iterativesg", "speaq")
-_ISG_VARIANTS = (
-    Variant("r101-detr", "resnet", 101),
-    *(Variant(f"vovnet{d}-detr", "vovnet", d) for d in (39, 57, 99)),
-    *(Variant(f"vovnet{d}-centermask", "vovnet", d, "centermask") for d in (39, 57, 99)),
-)
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    *_ISG_VARIANTS,
-    *(Variant(f"{v.name}-speaq", v.backbone, v.depth, v.aux_head, "speaq") for v in _ISG_VARIANTS),
-    Variant("r101-detr-speaq-baseline", "resnet", 101),
-)}
-
-
-def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise UserError(f"unknown variant {name!r}; choose one of {list(VARIANTS)}")
-    return VARIANTS[name]
+__all__ = ["METHODS", "VARIANTS", "Variant", "build_aux_head", "build_backbone", "build_detr", "build_model",
+           "count_parameters", "get_variant"]
 
 
 def _import_sibling(module: str, variant: str):
@@ -74,12 +40,14 @@ def _import_sibling(module: str, variant: str):
 
 
 def build_backbone(variant: str, *, overrides: Mapping[str, Any] | None = None,
-                   transformer_level: str = "P5") -> nn.Module:
-    """The backbone (+ FPN) of ``variant``; ``transformer_level`` picks the FPN level (VoVNet only)."""
+                   transformer_level: str | None = None) -> nn.Module:
+    """The backbone (+ FPN) of ``variant``; ``transformer_level`` (VoVNet only) replaces the variant's
+    own FPN level (``model.transformer_level``; None = the variant's)."""
     spec = get_variant(variant)
     backbone_overrides = check_overrides(overrides).get("backbone")
     if spec.backbone == "resnet":
         return build_resnet(resnet_config(backbone_overrides, depth=spec.depth))
+    transformer_level = transformer_level or spec.transformer_level
     if transformer_level not in TRANSFORMER_LEVELS:
         raise UserError(f"model.transformer_level: {transformer_level!r} is not one of "
                         f"{list(TRANSFORMER_LEVELS)}")
@@ -100,7 +68,7 @@ def build_aux_head(variant: str, backbone: nn.Module, *, num_classes: int = 150,
 
 
 def build_model(variant: str, *, num_classes: int = 150, num_predicates: int = 50,
-                overrides: Mapping[str, Any] | None = None, transformer_level: str = "P5") -> IterativeSG:
+                overrides: Mapping[str, Any] | None = None, transformer_level: str | None = None) -> IterativeSG:
     """IterativeSG with the backbone (and auxiliary head) of ``variant``.
 
     With no ``overrides`` this is the published model: ``r101-detr`` has 93,251,470 parameters,
@@ -114,7 +82,7 @@ def build_model(variant: str, *, num_classes: int = 150, num_predicates: int = 5
 
 
 def build_detr(variant: str, *, num_classes: int = 150, overrides: Mapping[str, Any] | None = None,
-               transformer_level: str = "P5") -> DETR:
+               transformer_level: str | None = None) -> DETR:
     """Plain DETR on the backbone of ``variant`` (VG pretraining; 300 queries as the reference)."""
     config = model_config(overrides, num_classes=num_classes)
     return DETR(build_backbone(variant, overrides=overrides, transformer_level=transformer_level), config)

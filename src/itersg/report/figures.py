@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import matplotlib
 from matplotlib.figure import Figure
 
+from itersg.catalog import VARIANTS
 from itersg.report.inputs import Curve, CurveDir
-from itersg.report.tables import STUDY_REFS, VARIANT_REFERENCE, PredicateOrder, ResultRow, variant_order
+from itersg.report.tables import STUDY_REFS, PredicateOrder, ResultRow, variant_order
 
 DPI = 160  # PNG pixels per inch; the page shows 100 CSS px per inch, so figures stay sharp on HiDPI screens
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -44,7 +45,7 @@ class Image:
 
 def variant_color(variant: str) -> str:
     """A fixed colour per variant so every figure uses the same one."""
-    known = list(VARIANT_REFERENCE)
+    known = list(VARIANTS)
     index = known.index(variant) if variant in known else len(known) + sum(map(ord, variant))
     return PALETTE[index % len(PALETTE)]
 
@@ -196,9 +197,13 @@ def speed_points(latest: Mapping[str, ResultRow], reference: Sequence[Mapping[st
         if seconds is not None and recall is not None:
             label = f"{variant} @ {_short(row.iteration)}"
             points.append(SpeedPoint(label, seconds, 100 * recall, variant, False))
-    for variant, (backbone, detector) in VARIANT_REFERENCE.items():
-        rows = [r for r in reference if r["backbone"] == backbone and r["detector"] == detector
-                and r["ref"] in STUDY_REFS and r["R@50"] and r["inference_s_per_img"]]
+    # one point per published study row, coloured as the first variant that reproduces it
+    first_by_ref = {}
+    for variant, spec in VARIANTS.items():
+        if spec.published in STUDY_REFS:
+            first_by_ref.setdefault(spec.published, variant)
+    for ref, variant in first_by_ref.items():
+        rows = [r for r in reference if r["ref"] == ref and r["R@50"] and r["inference_s_per_img"]]
         if rows:
             best = max(rows, key=lambda r: int(r["iterations"]))
             points.append(SpeedPoint(f"{best['ref']} @ {_short(int(best['iterations']))}",

@@ -153,7 +153,8 @@ class ParamsInfo:
     resolved: dict[str, Any]
 
     @property
-    def transformer_level(self) -> str:
+    def transformer_level(self) -> str | None:
+        """The FPN level of every VoVNet variant, or None: each variant's own (``itersg.catalog``)."""
         return self.resolved["model"]["transformer_level"]
 
 

@@ -15,23 +15,13 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
+from itersg.catalog import VARIANTS
+from itersg.catalog import variant_order as catalog_order
 from itersg.report.inputs import KS, MetricsFile, MetricsSelection, PrepareSummary
 
-# variant -> (backbone, detector) as spelled in reference_results.csv; the order is the table's (rows A-G).
-VARIANT_REFERENCE = {
-    "r101-detr": ("ResNet-101", "DETR"),
-    "vovnet39-detr": ("VoVNetV2-39-FPN", "DETR"),
-    "vovnet57-detr": ("VoVNetV2-57-FPN", "DETR"),
-    "vovnet99-detr": ("VoVNetV2-99-FPN", "DETR"),
-    "vovnet39-centermask": ("VoVNetV2-39-FPN", "CenterMask"),
-    "vovnet57-centermask": ("VoVNetV2-57-FPN", "CenterMask"),
-    "vovnet99-centermask": ("VoVNetV2-99-FPN", "CenterMask"),
-}
 # The lettered rows are the ETRI study (A = IterativeSG_UBC, the R-101 DETR run); other rows are context.
+# Each variant's published row (its ``ref``) and label come from the catalogue (``itersg.catalog``).
 STUDY_REFS = ("A", "B", "C", "D", "E", "F", "G")
-# Variants of another method: variant -> the ``ref`` of its published row (SpeaQ's released checkpoint,
-# 150,000 iterations, 93,328,270 parameters). Their rows sit beside the IterativeSG rows, same columns.
-METHOD_REFS = {"r101-detr-speaq": "SpeaQ"}
 EMPTY = "—"
 # Differences smaller than this (in displayed units) count as equal: below the table's 2-decimal rounding.
 SAME_TOLERANCE = 0.005
@@ -94,32 +84,22 @@ def reference_rows() -> list[dict[str, str]]:
 
 def published_row(variant: str, iteration: int,
                   rows: Sequence[Mapping[str, str]]) -> Mapping[str, str] | None:
-    """The study row (A-G) with the variant's backbone and detector at this iteration, if published;
-    for a variant of another method (``METHOD_REFS``), that method's row at this iteration."""
-    if variant in METHOD_REFS:
-        return next((row for row in rows if row["ref"] == METHOD_REFS[variant]
-                     and row["iterations"] == str(iteration)), None)
-    if variant not in VARIANT_REFERENCE:
-        return None
-    backbone, detector = VARIANT_REFERENCE[variant]
-    for row in rows:
-        if (row["ref"] in STUDY_REFS and row["backbone"] == backbone and row["detector"] == detector
-                and row["iterations"] == str(iteration)):
-            return row
-    return None
+    """The variant's published row (the catalogue's ``published`` ref) at this iteration, if any."""
+    ref = _published_ref(variant)
+    return next((row for row in rows if ref and row["ref"] == ref and row["iterations"] == str(iteration)), None)
 
 
 def published_total_params(variant: str, rows: Sequence[Mapping[str, str]]) -> tuple[int | None, str]:
-    """The T.P. count and the B.P. text of the variant's study row (same for every iteration)."""
-    if variant not in VARIANT_REFERENCE and variant not in METHOD_REFS:
+    """The T.P. count and the B.P. text of the variant's published row (same for every iteration)."""
+    ref = _published_ref(variant)
+    row = next((row for row in rows if ref and row["ref"] == ref), None)
+    if row is None:
         return None, ""
-    backbone, detector = VARIANT_REFERENCE.get(variant, (None, None))
-    for row in rows:
-        study_row = row["ref"] in STUDY_REFS and (row["backbone"], row["detector"]) == (backbone, detector)
-        if study_row or row["ref"] == METHOD_REFS.get(variant):
-            total = row["total_params"]
-            return (int(total) if total else None), row["backbone_params"]
-    return None, ""
+    return (int(row["total_params"]) if row["total_params"] else None), row["backbone_params"]
+
+
+def _published_ref(variant: str) -> str | None:
+    return VARIANTS[variant].published if variant in VARIANTS else None
 
 
 def _csv_float(text: str | None) -> float | None:
@@ -232,9 +212,8 @@ class ResultRow:
 
 
 def variant_order(variants: Iterable[str]) -> list[str]:
-    """Distinct variants in the published table's order (A-G), unknown ones after, by name."""
-    known = list(VARIANT_REFERENCE)
-    return sorted(set(variants), key=lambda v: (known.index(v) if v in known else len(known), v))
+    """Distinct variants in the catalogue's order (the published table's A-G first), unknown ones after."""
+    return catalog_order(list(variants))
 
 
 def study_keys(selection: MetricsSelection, variants: Sequence[str] | None,

@@ -1,0 +1,120 @@
+"""The variant catalogue: every model the study can train, one entry each, torch-free.
+
+An entry says what a variant is (method, backbone, detector, the FPN level its transformer reads),
+where its initial weights come from, its own training recipe where it is not the study's, the
+protocols it is evaluated in, and the published row it is compared with. The model registry builds
+from it, the params schema's variant names are tested against it, the workflow decides its initial
+weights from it and the report finds each variant's published row and label in it. Adding a variant
+is adding one entry here (docs/variants.md shows a worked example).
+
+The published VoVNet rows (B-G of the ETRI table) were run with the transformer reading FPN level P7
+(stride 128: the unmodified ETRI code hands it the last FPN output); those variants reproduce that.
+The ``-p5`` variants are the same models reading P5 (stride 32, as R-101 feeds its transformer), the
+comparison the study meant to make; the report shows them beside the rows they fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from itersg.errors import UserError
+
+METHODS = ("iterativesg", "speaq")
+PROTOCOLS = ("sgdet",)
+TRANSFORMER_LEVELS = ("P3", "P4", "P5", "P6", "P7")
+STUDY_LEVEL_AS_RUN = "P7"  # the FPN level the ETRI code handed its transformer (its last output)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A variant's own training recipe; None = the study's (``train.iterations``, ``train.batch_size``,
+    ``study.eval_iterations``). params.yaml's ``variants.<name>`` wins over both."""
+
+    iterations: int | None = None
+    batch_size: int | None = None
+    eval_iterations: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trainable model of the study.
+
+    ``backbone``/``depth``: "resnet" 101 or "vovnet" 39/57/99; ``detector``: "detr" (no extra head) or
+    "centermask" (CenterMask's FCOS and mask heads beside DETR); ``transformer_level``: the FPN level the
+    transformer reads (VoVNet; the ResNet variants read res5); ``init``: "vg-detr" = starts from the
+    VG-pretrained DETR with its decoder replicated (``detr_weights.source``), None = from the backbone
+    builder's own initialisation; ``published``: the ``ref`` of its rows in the report's
+    reference_results.csv, None if none; ``label``: backbone and detector as that table spells them.
+    """
+
+    name: str
+    method: str
+    backbone: str
+    depth: int
+    detector: str
+    label: tuple[str, str]
+    transformer_level: str = "P5"
+    init: str | None = None
+    recipe: Recipe = field(default_factory=Recipe)
+    protocols: tuple[str, ...] = PROTOCOLS
+    published: str | None = None
+
+    @property
+    def aux_head(self) -> str | None:
+        """The extra detection head beside DETR's, if any."""
+        return None if self.detector == "detr" else self.detector
+
+    @property
+    def starts_from_detr(self) -> bool:
+        return self.init == "vg-detr"
+
+
+# SpeaQ's README recipe: batch 20, 150k iterations (the LR drop at 0.64 x 150k = 96k), evaluated at the end.
+SPEAQ_RECIPE = Recipe(iterations=150_000, batch_size=20, eval_iterations=(150_000,))
+_VOVNET_REFS = {("detr", 39): "B", ("detr", 57): "C", ("detr", 99): "D",
+                ("centermask", 39): "E", ("centermask", 57): "F", ("centermask", 99): "G"}
+
+
+def _iterativesg_variants() -> list[Variant]:
+    variants = [Variant("r101-detr", "iterativesg", "resnet", 101, "detr", ("ResNet-101", "DETR"),
+                        init="vg-detr", published="A")]
+    for detector in ("detr", "centermask"):
+        for depth in (39, 57, 99):
+            label = (f"VoVNetV2-{depth}-FPN", "DETR" if detector == "detr" else "CenterMask")
+            ref = _VOVNET_REFS[detector, depth]
+            variants.append(Variant(f"vovnet{depth}-{detector}", "iterativesg", "vovnet", depth, detector, label,
+                                    transformer_level=STUDY_LEVEL_AS_RUN, published=ref))
+    for detector in ("detr", "centermask"):
+        for depth in (39, 57, 99):
+            as_run = _named(variants, f"vovnet{depth}-{detector}")
+            variants.append(replace(as_run, name=f"{as_run.name}-p5", transformer_level="P5"))
+    return variants
+
+
+def _named(variants: list[Variant], name: str) -> Variant:
+    return next(v for v in variants if v.name == name)
+
+
+def _catalogue() -> dict[str, Variant]:
+    iterativesg = _iterativesg_variants()
+    speaq = [replace(v, name=f"{v.name}-speaq", method="speaq", published=None) for v in iterativesg]
+    speaq[0] = replace(speaq[0], recipe=SPEAQ_RECIPE, published="SpeaQ")  # the released SpeaQ model
+    # IterativeSG's r101-detr under another name, trained with SpeaQ's recipe (SpeaQ's baseline)
+    baseline = replace(iterativesg[0], name="r101-detr-speaq-baseline", recipe=SPEAQ_RECIPE, published=None)
+    return {v.name: v for v in (*iterativesg, *speaq, baseline)}
+
+
+VARIANTS: dict[str, Variant] = _catalogue()
+
+
+def get_variant(name: str) -> Variant:
+    """The catalogue entry ``name``; a UserError listing the names for an unknown one."""
+    if name not in VARIANTS:
+        raise UserError(f"unknown variant {name!r}; choose one of {list(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def variant_order(variants: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """Distinct ``variants`` in the catalogue's order (the published table's rows first), unknown ones last."""
+    known = list(VARIANTS)
+    return sorted(set(variants), key=lambda v: (known.index(v) if v in known else len(known), v))
