@@ -9,8 +9,8 @@ import pytest
 from itersg.catalog import STUDY_LEVEL_AS_RUN, VARIANTS, get_variant
 from itersg.config import load_params, params_schema
 from itersg.errors import UserError
-from itersg.pipeline import starts_from_detr
 from itersg.report.tables import STUDY_REFS, published_row, reference_rows
+from itersg.workflow.paths import starts_from_detr
 
 PARAMS = "params.yaml"
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from itersg.cli.docs_gen import configuration_markdown, stale_docs
 from itersg.config import params_schema
-from itersg.docs_gen import configuration_markdown, stale_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,8 @@
 infer: forward + post-processing (class-aware NMS, triplet ranking) per image, batched, after warm-up,
 device synchronised; data loading excluded. train: forward, Hungarian matching, loss, backward, gradient
 clipping and the AdamW step per image; random images and targets are made on the device beforehand.
+
+May import: itersg.errors, itersg.files, itersg.models.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 
 from itersg.models.config import LossConfig
-from itersg.models.criterion import build_criterion
+from itersg.models.losses.build import build_criterion
 from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.models.registry import build_model, count_parameters
 

@@ -11,6 +11,8 @@ The published VoVNet rows (B-G of the ETRI table) were run with the transformer 
 (stride 128: the unmodified ETRI code hands it the last FPN output); those variants reproduce that.
 The ``-p5`` variants are the same models reading P5 (stride 32, as R-101 feeds its transformer), the
 comparison the study meant to make; the report shows them beside the rows they fix.
+
+May import: itersg.errors.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The schema (``itersg/schemas/params.schema.yaml``, also ``workflow/schemas/``) i
 description of every key: Snakemake validates the same file with it, and docs/configuration.md is
 generated from it. ``load_params`` validates, fills the schema defaults and, in demo mode, merges
 the ``demo:`` overrides, so every command sees the same effective values.
+
+May import: itersg.errors, itersg.catalog.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The one exception type for user mistakes: the CLI prints it as a single line and exits non-zero."""
+"""The one exception type for user mistakes: the CLI prints it as a single line and exits non-zero.
+
+May import: nothing of itersg.
+"""
 
 
 class UserError(Exception):

@@ -19,6 +19,8 @@ What a command may write over (the same rule for every command):
 * into a non-empty folder only if the command owns it (``holds_only``: only its own names, or files
   with its mark): ``check_output_folder``;
 * unless ``--force`` (``FORCE_OPTION``) says to, for the last two. Refusals are one ``UserError`` line.
+
+May import: itersg.errors.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ the evaluation; boxes are in pixels of the decoded (upright) original. Per image
 holds every object and the best ``top`` triplets at or above ``threshold``; ``OUT/<stem>.png`` shows
 the boxes of the objects of those triplets beside the list ``subject —predicate→ object``. An image
 that cannot be read is one error line and the others are still processed.
+
+May import: itersg.errors, itersg.files, itersg.data, itersg.evaluation, itersg.models, itersg.visualize.
 """
 
 from __future__ import annotations

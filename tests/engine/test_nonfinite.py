@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from itersg.engine.loop import TrainingDiverged, train_step
-from itersg.engine.optim import Precision
 from itersg.engine.runner import run_training
 from itersg.engine.signals import EXIT_PREEMPTED
+from itersg.precision import Precision
 
 
 class ScaledSum(nn.Module):

@@ -120,7 +120,7 @@ def test_boxes_outside_the_image_are_one_warning_line(tmp_path, data_root):
 
 
 def test_a_speaq_checkpoint_in_the_official_format_evaluates(tmp_path, data_root, capsys):
-    from itersg.models.checkpoint_keys import iterativesg_to_reference
+    from itersg.models.weights.checkpoint_keys import iterativesg_to_reference
 
     torch.manual_seed(0)
     model = build_model("r101-detr-speaq", num_classes=12, num_predicates=7, overrides=SMALL)

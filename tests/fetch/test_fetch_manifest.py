@@ -9,10 +9,10 @@ import pytest
 import yaml
 from fetch_fixtures import run_fetch, sha256, write_manifest
 
-from itersg import pipeline
 from itersg.cli import main
 from itersg.data.fetch import MANIFEST, load_manifest
 from itersg.errors import UserError
+from itersg.workflow import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_VG = ROOT.parent / "shared" / "data" / "vg"
@@ -38,9 +38,9 @@ def test_packaged_manifest_places_what_the_pipeline_reads():
     manifest = load_manifest()
     params = {"data": {"root": "resources/vg"}}
     vg_dests = {f"resources/{e.dest}" for e in manifest.select(["vg"])}
-    assert set(pipeline.vg_files(params).values()) | {pipeline.image_dir(params)} == vg_dests
+    assert set(paths.vg_files(params).values()) | {paths.image_dir(params)} == vg_dests
     released = manifest.entries["iterativesg-detr-vg"]
-    assert f"resources/{released.dest}" == pipeline.released_detr(params)
+    assert f"resources/{released.dest}" == paths.released_detr(params)
     speaq = manifest.entries["speaq-final"]  # the released SpeaQ checkpoint, placed by hand
     assert speaq.manual and speaq.dest == "weights/speaq_final.pth" and speaq.group == "iterativesg"
 

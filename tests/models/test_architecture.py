@@ -12,9 +12,9 @@ from torchvision.ops import FrozenBatchNorm2d
 from itersg.cli import main
 from itersg.errors import UserError
 from itersg.models import VARIANTS, build_detr, build_model, count_parameters
+from itersg.models.backbones.resnet import build_resnet
 from itersg.models.config import resnet_config
-from itersg.models.iterativesg import IterativeSG
-from itersg.models.resnet import build_resnet
+from itersg.models.relation.iterativesg import IterativeSG
 
 R101_BACKBONE = 42_394_816
 R101_TOTAL = 93_251_470
@@ -139,9 +139,10 @@ def test_resnet_overrides_change_depth_width_and_statistics():
         resnet_config({"pixel_stats": "caffe"})
 
 
-def test_registry_names_the_seven_variants_and_their_speaq_versions():
-    isg = ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
-           "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
+def test_registry_names_the_seven_variants_their_p5_and_speaq_versions():
+    published = ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
+                 "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
+    isg = [*published, *(f"{name}-p5" for name in published[1:])]
     assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg), "r101-detr-speaq-baseline"]
     assert VARIANTS["r101-detr-speaq-baseline"].method == "iterativesg"
     assert {VARIANTS[name].method for name in isg} == {"iterativesg"}

@@ -9,16 +9,16 @@ import torch
 from torch import nn
 
 from itersg.errors import UserError
-from itersg.models.centermask import build_centermask_heads, detectron2_head_key
-from itersg.models.fcos import (
+from itersg.models.backbones.vovnet import build_vovnet_fpn
+from itersg.models.detectors.centermask import build_centermask_heads, detectron2_head_key
+from itersg.models.detectors.fcos import (
     SIZES_OF_INTEREST,
     centerness_targets,
     fcos_box_loss,
     fcos_targets,
     level_locations,
 )
-from itersg.models.vovnet import build_vovnet_fpn, load_detectron2_weights
-from itersg.models.vovnet_weights import to_detectron2_state_dict
+from itersg.models.weights.vovnet_weights import load_detectron2_weights, to_detectron2_state_dict
 
 PUBLISHED_TOTALS = {"vovnet39-detr": 79_102_606, "vovnet57-detr": 95_362_190, "vovnet99-detr": 123_408_270,
                     "vovnet39-centermask": 103_168_224, "vovnet57-centermask": 119_427_808,

@@ -16,7 +16,9 @@ import torch
 
 from itersg.errors import UserError
 from itersg.models import build_detr, build_model
-from itersg.models.checkpoint_keys import (
+from itersg.models.backbones.resnet import build_resnet
+from itersg.models.config import resnet_config
+from itersg.models.weights.checkpoint_keys import (
     c2_resnet_key,
     iterativesg_from_reference,
     iterativesg_to_reference,
@@ -25,8 +27,6 @@ from itersg.models.checkpoint_keys import (
     load_weights,
     read_c2_pickle,
 )
-from itersg.models.config import resnet_config
-from itersg.models.resnet import build_resnet
 
 D, FF, Q, CLASSES, PREDICATES, ENC, DEC = 32, 64, 8, 4, 3, 1, 3
 OVERRIDES = {"hidden_dim": D, "nheads": 4, "enc_layers": ENC, "dec_layers": DEC, "dim_feedforward": FF,

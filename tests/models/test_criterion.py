@@ -10,8 +10,9 @@ from torch import nn
 
 from itersg.models import build_detr, build_model
 from itersg.models.config import LossConfig
-from itersg.models.criterion import SetCriterion, TripletCriterion, build_criterion, predicate_class_weights
-from itersg.models.targets import center_boxes, relation_targets
+from itersg.models.losses.build import build_criterion
+from itersg.models.losses.criterion import SetCriterion, TripletCriterion, predicate_class_weights
+from itersg.models.losses.targets import center_boxes, relation_targets
 
 
 def test_predicate_weights_follow_the_reference_formula():

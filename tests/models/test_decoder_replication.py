@@ -10,8 +10,8 @@ import torch
 from itersg.cli import main
 from itersg.errors import UserError
 from itersg.models import build_detr, build_model
-from itersg.models.checkpoint_keys import detr_to_reference, load_weights
-from itersg.models.replicate import replicate_decoder
+from itersg.models.weights.checkpoint_keys import detr_to_reference, load_weights
+from itersg.models.weights.replicate import replicate_decoder
 
 
 @pytest.fixture

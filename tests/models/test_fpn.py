@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from itersg.models.fpn import FPN, LEVEL_STRIDES, LEVELS
-from itersg.models.vovnet import build_vovnet_fpn
+from itersg.models.backbones.fpn import FPN, LEVEL_STRIDES, LEVELS
+from itersg.models.backbones.vovnet import build_vovnet_fpn
 
 VOVNET_STAGE_CHANNELS = (512, 768, 1024)  # stages 3, 4, 5 of VoVNetV2-39/57/99
 

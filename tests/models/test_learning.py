@@ -7,7 +7,7 @@ import torch
 
 from itersg.evaluation.sg_metrics import scene_graph_scores
 from itersg.models import build_model
-from itersg.models.criterion import build_criterion
+from itersg.models.losses.build import build_criterion
 from itersg.models.postprocess import postprocess_scene_graphs
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from itersg.models.config import MatcherConfig
-from itersg.models.matcher import HungarianMatcher, TripletMatcher
-from itersg.models.targets import relation_targets
+from itersg.models.losses.matcher import HungarianMatcher, TripletMatcher
+from itersg.models.losses.targets import relation_targets
 
 
 def giou(a: list[float], b: list[float]) -> float:

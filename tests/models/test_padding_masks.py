@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from itersg.models import build_model
-from itersg.models.position_encoding import PositionEmbeddingSine
-from itersg.models.preprocess import ImageNormalizer, feature_padding_mask
+from itersg.models.layers.position_encoding import PositionEmbeddingSine
+from itersg.models.layers.preprocess import ImageNormalizer, feature_padding_mask
 
 
 def test_normaliser_normalises_pads_with_zero_and_reports_sizes():

@@ -17,9 +17,10 @@ from itersg.cli import main
 from itersg.errors import UserError
 from itersg.models import build_model, count_parameters
 from itersg.models.config import MatcherConfig, SpeaQConfig, model_config
-from itersg.models.criterion import TripletCriterion, build_criterion
-from itersg.models.one_to_many import assignment_quality, combine_ious, dynamic_k, repeat_targets
-from itersg.models.query_groups import (
+from itersg.models.losses.build import build_criterion
+from itersg.models.losses.criterion import TripletCriterion
+from itersg.models.losses.one_to_many import assignment_quality, combine_ious, dynamic_k, repeat_targets
+from itersg.models.losses.query_groups import (
     GROUP_MASK_COST,
     group_cost_mask,
     predicate_group_ids,
@@ -27,7 +28,7 @@ from itersg.models.query_groups import (
     queries_per_group,
     query_group_ids,
 )
-from itersg.models.speaq import SpeaQCriterion, SpeaQMatcher
+from itersg.models.losses.speaq import SpeaQCriterion, SpeaQMatcher
 
 # ``predicate_count`` of VG150's VG-SGG-dicts-with-attri.json, by predicate index (alphabetical):
 # above, across, against, along, and, at, attached to, behind, belonging to, between, carrying, covered in,

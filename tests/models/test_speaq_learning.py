@@ -7,8 +7,8 @@ import torch
 from test_learning import overfit
 
 from itersg.models import build_model
-from itersg.models.criterion import build_criterion
-from itersg.models.speaq import SpeaQCriterion
+from itersg.models.losses.build import build_criterion
+from itersg.models.losses.speaq import SpeaQCriterion
 
 
 @pytest.mark.slow

@@ -10,15 +10,13 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from itersg.errors import UserError
-from itersg.models.vovnet import (
-    PIXEL_STATS,
-    SMALL_OVERRIDES,
-    build_vovnet_fpn,
+from itersg.models.backbones.vovnet import PIXEL_STATS, SMALL_OVERRIDES, build_vovnet_fpn
+from itersg.models.weights.vovnet_weights import (
     detectron2_key_map,
     load_detectron2_weights,
     load_timm_vovnet_weights,
+    to_detectron2_state_dict,
 )
-from itersg.models.vovnet_weights import to_detectron2_state_dict
 
 # etri-iterativeSG "T.P." minus the DETR part (50,397,902)
 PUBLISHED_BACKBONE_FPN = {39: 28_704_704, 57: 44_964_288, 99: 73_010_368}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itersg.dvc_stages import DVC_FILES
+from itersg.workflow.dvc_stages import DVC_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DVC = str(DVC_FILES["demo"])

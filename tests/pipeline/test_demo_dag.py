@@ -6,7 +6,7 @@ import pytest
 from pipeline_helpers import ROOT, run
 
 from itersg.config import load_params
-from itersg.pipeline import all_metrics, metrics_file
+from itersg.workflow.paths import all_metrics, metrics_file
 
 pytestmark = pytest.mark.slow
 

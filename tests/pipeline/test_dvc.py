@@ -11,10 +11,10 @@ import yaml
 from pipeline_helpers import DEMO_DVC, make_tiny_project, ran_stages, run
 
 from itersg.config import RECIPE_KEYS, load_params, params_schema, resolve_params, variant_recipe
-from itersg.dvc_stages import DVC_FILES, dvc_yaml
 from itersg.errors import UserError
-from itersg.pipeline import params_stage
-from itersg.workflow_dag import changed_jobs, rerun_reasons, workflow_jobs
+from itersg.workflow.dag import changed_jobs, rerun_reasons, workflow_jobs
+from itersg.workflow.dvc_stages import DVC_FILES, dvc_yaml
+from itersg.workflow.paths import params_stage
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from pipeline_helpers import run, with_venv
 from slurm_cluster import DEFAULT_CONF, LocalSlurm, slurm_available
 
 from itersg.config import load_params
-from itersg.pipeline import final_weights, train_dir
+from itersg.workflow.paths import final_weights, train_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]

@@ -16,7 +16,7 @@ from pipeline_helpers import copy_run, make_tiny_project, run, with_venv
 from slurm_cluster import LocalSlurm, accounting_available, slurm_available
 
 from itersg.config import load_params
-from itersg.pipeline import all_metrics, metrics_file, replicated_init, train_dir
+from itersg.workflow.paths import all_metrics, metrics_file, replicated_init, train_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.skipif(not slurm_available(), reason="needs slurm-wlm + munge and root (.ci/run installs)")]

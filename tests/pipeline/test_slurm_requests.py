@@ -10,10 +10,10 @@ from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
-from itersg import slurm
 from itersg.config import load_params
 from itersg.engine.launch import launch_command
 from itersg.errors import UserError
+from itersg.workflow import slurm
 
 
 class Resources(dict):

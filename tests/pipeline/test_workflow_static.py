@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from itersg.config import load_params, stage_keys, variant_recipe
-from itersg.dvc_stages import DVC_FILES, stale_dvc_files
-from itersg.workflow_dag import workflow_jobs
+from itersg.workflow.dag import workflow_jobs
+from itersg.workflow.dvc_stages import DVC_FILES, stale_dvc_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +139,17 @@ def test_config_overrides_reach_every_itersg_command():
         resolved.pop("demo"), expected.pop("demo", None)  # the overrides themselves, already applied
         assert resolved == expected, command
     assert {"train", "pretrain-detr", "evaluate", "report"} <= rules
+
+
+def test_the_workflow_package_loads_no_torch_and_no_model_code():
+    """What the Snakefile imports stays light: `snakemake -n` never waits for torch."""
+    import pkgutil
+
+    import itersg.workflow
+
+    modules = [f"itersg.workflow.{m.name}" for m in pkgutil.iter_modules(itersg.workflow.__path__)]
+    assert {"itersg.workflow.paths", "itersg.workflow.failures"} <= set(modules)
+    code = (f"import sys; import {', '.join(modules)}; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('itersg.models', 'itersg.engine'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

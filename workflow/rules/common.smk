@@ -1,9 +1,9 @@
-# Helpers shared by the rules: the resolved params and the paths of every output (itersg.pipeline).
+# Helpers shared by the rules: the resolved params and the paths of every output (itersg.workflow.paths).
 import json
 import os
 
-import itersg.pipeline as paths
-import itersg.slurm as slurm
+import itersg.workflow.paths as paths
+import itersg.workflow.slurm as slurm
 from itersg.config import for_variant, resolve_params, stage_values
 from snakemake.utils import validate
 
@@ -57,7 +57,7 @@ def init_arg(wildcards, input):
 
 # Training jobs: one process per GPU on each node, started by `itersg launch`; their SLURM request
 # (nodes, tasks per node, GPUs per node, CPUs per process, memory, time-limit warning, runtime per
-# attempt) comes from itersg.slurm.
+# attempt) comes from itersg.workflow.slurm.
 LAUNCH = paths.NotASetting(f"itersg launch {slurm.launcher_args(P)} --")
 TRAINING_RESOURCES = slurm.training_resources(P)
 

@@ -1,6 +1,6 @@
 # The HTML report: every metrics file beside the published table. If the workflow fails (a variant
 # failed for good, after its retries), the report is still written, with the failed evaluations shown as
-# failed and the reason (itersg.report.failures).
+# failed and the reason (itersg.workflow.failures).
 
 
 localrules:
@@ -39,7 +39,7 @@ rule report:
 
 
 onerror:
-    from itersg.report.failures import write_failure_metrics
+    from itersg.workflow.failures import write_failure_metrics
 
     failed = write_failure_metrics(P)
     if failed:

@@ -2,6 +2,8 @@
 
 Each module in this package registers its verbs with ``register(subparsers)``; handlers import the
 heavy modules lazily so ``itersg --help`` stays fast. Nothing in the package imports ``itersg.cli``.
+
+May import: anything of itersg.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
-def add_params_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file (default: params.yaml)")
+def add_params_arguments(parser: argparse.ArgumentParser, *, default: Path | None = Path("params.yaml"),
+                         help: str = "params file (default: params.yaml)") -> None:
+    """``--params FILE`` and ``--set KEY=VALUE`` (into ``args.assignments``), the same on every verb;
+    ``default`` None: the verb works without a params file."""
+    parser.add_argument("--params", type=Path, default=default, help=help)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params value, e.g. --set mode=demo (repeatable)")
 

@@ -17,7 +17,7 @@ DEFAULT_ORACLE = Path("tests/evaluation/oracle.py")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from itersg.cli._params import add_force_argument
+    from itersg.cli._params import add_force_argument, add_params_arguments
 
     parser = subparsers.add_parser("bench", help="speed and memory benchmarks (results as JSON)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -42,8 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loader.add_argument("--batch-size", type=positive_int, default=12)
     loader.add_argument("--root", type=Path, default=Path("results/bench/vg-loader"),
                         help="folder for the synthetic images (made on first use)")
-    loader.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params whose data.* sizes (full mode) give the training transform")
+    add_params_arguments(loader, help="params whose data.* sizes (full mode) give the training transform")
     add_force_argument(loader)
     loader.set_defaults(handler=_run_loader)
 
@@ -87,7 +86,7 @@ def _run_loader(args: argparse.Namespace) -> int:
     from itersg.data.vg150 import H5_FILE
     from itersg.files import check_output_folder
 
-    data = load_params(args.params, ["mode=full"])["data"]
+    data = load_params(args.params, ["mode=full", *args.assignments])["data"]
     if not (args.root / H5_FILE).is_file():  # the synthetic images are made on first use only
         check_output_folder(args.root, owned=is_synthetic_dataset, writes=DATASET_NAMES, force=args.force,
                             what="a synthetic dataset written by itersg", option="--root")

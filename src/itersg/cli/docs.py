@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from itersg.docs_gen import DOCS_GENERATOR, GENERATED_DOCS, stale_docs, write_docs
+    from itersg.cli.docs_gen import DOCS_GENERATOR, GENERATED_DOCS, stale_docs, write_docs
     from itersg.files import check_output_file, check_project_root
 
     if args.check:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from itersg.catalog import TRANSFORMER_LEVELS
-from itersg.cli._params import add_force_argument
+from itersg.cli._params import add_force_argument, add_params_arguments
 from itersg.cli._types import json_object
 from itersg.errors import UserError
 
@@ -36,9 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", help="params.yaml to take model.overrides and model.transformer_level from")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params value (with --params), e.g. --set mode=demo")
+    add_params_arguments(p, default=None, help="params.yaml to take model.overrides and model.transformer_level from")
     p.add_argument("--overrides", type=json_object,
                    help="model overrides as JSON (wins over --params), e.g. '{\"dec_layers\": 2}'")
     p.add_argument("--transformer-level", choices=TRANSFORMER_LEVELS,
@@ -116,7 +114,7 @@ def _predicate_counts(args: argparse.Namespace) -> list[int] | None:
 
 def _speaq_groups(predicate_counts: list[int], speaq: Any, num_queries: int) -> dict[str, list[int]]:
     """SpeaQ's predicate groups: predicates and relation queries per group."""
-    from itersg.models.query_groups import predicate_groups, queries_per_group
+    from itersg.models.losses.query_groups import predicate_groups, queries_per_group
 
     groups = predicate_groups(predicate_counts, speaq.num_groups)
     shares = queries_per_group(predicate_counts, groups, num_queries)
@@ -131,8 +129,8 @@ def _run_replicate_decoder(args: argparse.Namespace) -> int:
 
     from itersg.engine.checkpoint import atomic_save
     from itersg.files import check_output_file
-    from itersg.models.checkpoint_keys import detect_format, load_state, read_state_dict
     from itersg.models.registry import build_model
+    from itersg.models.weights.checkpoint_keys import detect_format, load_state, read_state_dict
 
     check_output_file(args.out, marks={REPLICATED_FORMAT}, what="a checkpoint written by `itersg replicate-decoder`",
                       inputs={"--detr": args.detr, "--params": args.params}, force=args.force)

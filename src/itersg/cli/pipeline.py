@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_dvc(args: argparse.Namespace) -> int:
     from itersg.config import load_params
-    from itersg.dvc_stages import DVC_FILES, DVC_GENERATOR, stale_dvc_files, write_dvc_files
     from itersg.files import check_output_file, check_project_root
+    from itersg.workflow.dvc_stages import DVC_FILES, DVC_GENERATOR, stale_dvc_files, write_dvc_files
 
     check_project_root(args.root)
     # As written: the demo's dvc.yaml names the keys that `demo:` overrides, whatever `mode` says.

@@ -10,7 +10,7 @@ REPORT_GENERATOR = "itersg report"  # the page's <meta name="generator">: marks 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from itersg.cli._params import add_force_argument
+    from itersg.cli._params import add_force_argument, add_params_arguments
 
     parser = subparsers.add_parser(
         "report",
@@ -22,11 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="metrics JSON files written by `itersg evaluate` (quoted globs allowed)")
     parser.add_argument("--out", type=Path, default=Path("reports/report.html"),
                         help="HTML file to write (default: %(default)s)")
-    parser.add_argument("--params", type=Path, default=None,
-                        help="params.yaml of the study: its variants × eval_iterations are the table's rows "
-                             "(missing ones show 'not run'), its hash goes into the provenance")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a params key, as for the other commands (repeatable)")
+    add_params_arguments(parser, default=None,
+                         help="params.yaml of the study: its variants × eval_iterations are the table's rows "
+                              "(missing ones show 'not run'), its hash goes into the provenance")
     parser.add_argument("--curves", nargs="*", default=[], metavar="[NAME=]DIR",
                         help="dvclive folders, one per variant (NAME defaults to the parent folder's name)")
     parser.add_argument("--benchmarks", type=Path, default=None, metavar="DIR",
@@ -45,7 +43,7 @@ def _run_report(args: argparse.Namespace) -> int:
     check_output_file(args.out, marks={REPORT_GENERATOR}, what="a report written by `itersg report`",
                       inputs=_inputs(args), force=args.force)
     request = ReportRequest(
-        metrics=args.metrics, out=args.out, params=args.params, overrides=args.overrides,
+        metrics=args.metrics, out=args.out, params=args.params, overrides=args.assignments,
         curves=args.curves, benchmarks=args.benchmarks, prepare=args.prepare,
         title=args.title or DEFAULT_TITLE,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from itersg.cli._params import add_force_argument
+from itersg.cli._params import add_force_argument, add_params_arguments
 from itersg.cli._types import positive_int
 
 EPILOG = (
@@ -53,9 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model_final.pth, logs, curves")
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params value, e.g. --set train.iterations=1000 (repeatable)")
+    add_params_arguments(p)
     p.add_argument("--stop-at", type=positive_int, metavar="ITERATION",
                    help="write a checkpoint after this iteration and exit with status 75 (for chunked jobs)")
     add_force_argument(p)

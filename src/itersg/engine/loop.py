@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from itersg.engine.distributed import all_reduce_sum, any_rank
-from itersg.engine.optim import Precision, gradient_parameters, to_float32
+from itersg.engine.optim import gradient_parameters, to_float32
 from itersg.errors import UserError
+from itersg.precision import Precision
 
 # Loss terms of earlier decoder layers end in "_<layer>"; the curves show the last layer's only.
 AUX_LAYER_SUFFIX = re.compile(r"_\d+$")

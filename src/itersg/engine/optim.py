@@ -7,7 +7,6 @@ drops x0.1 once, after ``round(lr_drop_fraction * iterations)`` updates.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -52,22 +51,6 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, iterations: int,
     """Step schedule, stepped once per iteration: update ``i`` (0-based) uses lr x 0.1 iff i >= drop."""
     return torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=[lr_drop_iteration(iterations, fraction)], gamma=LR_DROP_FACTOR)
-
-
-class Precision:
-    """Autocast and gradient scaling for ``train.precision`` (bf16, fp16 or fp32); fp32 off CUDA."""
-
-    def __init__(self, precision: str, device: torch.device) -> None:
-        self.device = device
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) \
-            if device.type == "cuda" else None
-        self.name = precision if self.dtype is not None else "fp32"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
 def to_float32(tree: Any) -> Any:

@@ -42,7 +42,7 @@ from itersg.engine.checkpoint import (
 )
 from itersg.engine.logs import CURVES_DIR, LOG_NAME, TrainingLog
 from itersg.engine.loop import RunningMeans, TrainingDiverged, move_to, train_step
-from itersg.engine.optim import Precision, build_lr_scheduler, build_optimizer, lr_drop_iteration
+from itersg.engine.optim import build_lr_scheduler, build_optimizer, lr_drop_iteration
 from itersg.engine.provenance import fingerprint, software
 from itersg.engine.rng import rng_state, seed_everything, set_rng_state
 from itersg.engine.sampler import SeededSamples, TrainingBatchSampler, per_rank_batch, stream_position
@@ -51,6 +51,7 @@ from itersg.engine.tasks import build_task
 from itersg.engine.validation import validate, validation_subset
 from itersg.errors import UserError
 from itersg.files import WriteError, check_writable_folder, holds_only, write_text_atomic
+from itersg.precision import Precision
 
 CHECKPOINT_FORMAT = 1
 FINAL_NAME = "model_final.pth"

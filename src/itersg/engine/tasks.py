@@ -62,10 +62,10 @@ def build_task(params: Mapping[str, Any], stage: str, variant: str | None) -> Ta
 
 
 def _scene_graph_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets) -> Task:
-    from itersg.models.checkpoint_keys import load_weights
     from itersg.models.config import LossConfig
-    from itersg.models.criterion import build_criterion
+    from itersg.models.losses.build import build_criterion
     from itersg.models.registry import build_model
+    from itersg.models.weights.checkpoint_keys import load_weights
 
     model = build_model(variant, num_classes=data.num_classes, num_predicates=data.num_predicates,
                         overrides=params["model"]["overrides"],
@@ -89,7 +89,7 @@ def _scene_graph_task(params: Mapping[str, Any], variant: str, data: datasets.Da
 
 def _detr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets) -> Task:
     from itersg.models.config import LossConfig
-    from itersg.models.criterion import build_criterion
+    from itersg.models.losses.build import build_criterion
     from itersg.models.registry import build_detr
 
     model = build_detr(variant, num_classes=data.num_classes, overrides=params["model"]["overrides"],

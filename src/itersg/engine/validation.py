@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from itersg.engine.distributed import all_gather_objects, all_reduce_sum
 from itersg.engine.loop import forward_loss, move_to
-from itersg.engine.optim import Precision
 from itersg.engine.rng import rng_state, set_rng_state
 from itersg.errors import UserError
+from itersg.precision import Precision
 
 # (outputs, targets) -> per-image predictions; ground-truth/prediction pairs -> named metrics.
 Predict = Callable[[Mapping[str, Any], Sequence[Mapping[str, Tensor]]], list[dict]]

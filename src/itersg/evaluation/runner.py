@@ -18,14 +18,14 @@ from itersg.data.dataset import VG150Dataset, collate
 from itersg.data.transforms import eval_transforms
 from itersg.data.verify import check_structure
 from itersg.data.vg150 import VG150Index, load_split_ground_truth, load_vocabulary, load_zero_shot
-from itersg.engine.optim import Precision
 from itersg.errors import UserError
 from itersg.evaluation.metrics import compute_metrics, metrics_document, write_metrics_json
 from itersg.evaluation.predictions import PredictionsReader, PredictionsWriter
 from itersg.files import check_writable_folder
-from itersg.models.checkpoint_keys import load_weights
 from itersg.models.postprocess import postprocess_scene_graphs
 from itersg.models.registry import build_model, count_parameters
+from itersg.models.weights.checkpoint_keys import load_weights
+from itersg.precision import Precision
 
 PREDICTIONS_FILE = "predictions.h5"
 METRICS_FILE = "metrics.json"

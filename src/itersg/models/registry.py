@@ -6,7 +6,7 @@
 | VoVNetV2-FPN (``vovnet.build_vovnet_fpn``), the variant's ``transformer_level`` | - or CenterMask heads |
 
 SpeaQ variants are the same models with more relation queries and SpeaQ's grouped one-to-many matching
-in the loss (``itersg.models.speaq``). ``overrides`` (see ``itersg.models.config``) shrinks the same
+in the loss (``itersg.models.losses.speaq``). ``overrides`` (see ``itersg.models.config``) shrinks the same
 classes for the demo and the tests.
 """
 
@@ -20,10 +20,10 @@ from torch import nn
 
 from itersg.catalog import METHODS, TRANSFORMER_LEVELS, VARIANTS, Variant, get_variant
 from itersg.errors import UserError
+from itersg.models.backbones.resnet import build_resnet
 from itersg.models.config import check_overrides, model_config, resnet_config
-from itersg.models.detr import DETR
-from itersg.models.iterativesg import IterativeSG
-from itersg.models.resnet import build_resnet
+from itersg.models.detectors.detr import DETR
+from itersg.models.relation.iterativesg import IterativeSG
 
 __all__ = ["METHODS", "VARIANTS", "Variant", "build_aux_head", "build_backbone", "build_detr", "build_model",
            "count_parameters", "get_variant"]
@@ -51,7 +51,7 @@ def build_backbone(variant: str, *, overrides: Mapping[str, Any] | None = None,
     if transformer_level not in TRANSFORMER_LEVELS:
         raise UserError(f"model.transformer_level: {transformer_level!r} is not one of "
                         f"{list(TRANSFORMER_LEVELS)}")
-    vovnet = _import_sibling("vovnet", variant)
+    vovnet = _import_sibling("backbones.vovnet", variant)
     return vovnet.build_vovnet_fpn(spec.depth, out_level=transformer_level, overrides=backbone_overrides)
 
 
@@ -61,7 +61,7 @@ def build_aux_head(variant: str, backbone: nn.Module, *, num_classes: int = 150,
     spec = get_variant(variant)
     if spec.aux_head is None:
         return None
-    centermask = _import_sibling("centermask", variant)
+    centermask = _import_sibling("detectors.centermask", variant)
     return centermask.build_centermask_heads(num_classes=num_classes, mask_classes=80,
                                              in_channels=backbone.out_channels,
                                              overrides=check_overrides(overrides).get("aux_head"))

@@ -29,11 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from itersg.errors import UserError
-from itersg.models.checkpoint_keys import is_bn_counter
+from itersg.models.weights.checkpoint_keys import is_bn_counter
 
 if TYPE_CHECKING:
-    from itersg.models.centermask import CenterMaskHeads
-    from itersg.models.vovnet import VoVNetFPN
+    from itersg.models.backbones.vovnet import VoVNetFPN
+    from itersg.models.detectors.centermask import CenterMaskHeads
 
 BOTTOM_UP = "backbone.bottom_up."
 # Parts of a centermask2 checkpoint, most specific prefix first.
@@ -112,7 +112,7 @@ def detectron2_backbone_key(name: str) -> str:
 def detectron2_key_map(backbone: VoVNetFPN, heads: CenterMaskHeads | None = None) -> dict[str, str]:
     """centermask2 name -> our name (``backbone.<key>`` / ``heads.<key>``) for every tensor of the modules
     (BatchNorm counters aside: centermask2 trains with FrozenBN, which has none)."""
-    from itersg.models.centermask import detectron2_head_key
+    from itersg.models.detectors.centermask import detectron2_head_key
 
     mapping = {detectron2_backbone_key(name): f"backbone.{name}" for name in backbone.state_dict()
                if not is_bn_counter(name)}

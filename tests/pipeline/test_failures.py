@@ -4,10 +4,10 @@ import json
 import os
 from pathlib import Path
 
-from itersg import pipeline
 from itersg.config import load_params
-from itersg.report.failures import write_failure_metrics
 from itersg.report.inputs import load_metrics
+from itersg.workflow import paths
+from itersg.workflow.failures import write_failure_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,15 +21,15 @@ def test_each_missing_evaluation_names_the_failed_job_nearest_to_it(tmp_path):
     params = load_params(ROOT / "params.yaml", ["mode=demo"])
     r101, vov, centermask = params["study"]["variants"]
     first, last = params["study"]["eval_iterations"]
-    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params),
-                 pipeline.replicated_init(params), pipeline.final_weights(params, vov),
-                 pipeline.metrics_file(params, vov, first), pipeline.metrics_file(params, centermask, first),
-                 pipeline.metrics_file(params, centermask, last)):
+    for path in (paths.prepare_summary(params), paths.verified_flag(params),
+                 paths.replicated_init(params), paths.final_weights(params, vov),
+                 paths.metrics_file(params, vov, first), paths.metrics_file(params, centermask, first),
+                 paths.metrics_file(params, centermask, last)):
         _touch(tmp_path, path, "{}")
-    _touch(tmp_path, pipeline.log_file(params, "train", r101),
+    _touch(tmp_path, paths.log_file(params, "train", r101),
            "itersg launch: srun ...\nitersg: error: out of memory; lower train.batch_size\n"
            "srun: error: node1: task 0: Exited with exit code 2\n")
-    _touch(tmp_path, pipeline.log_file(params, "evaluate", f"{vov}_{last}"),
+    _touch(tmp_path, paths.log_file(params, "evaluate", f"{vov}_{last}"),
            "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access\n")
 
     written = write_failure_metrics(params, tmp_path)
@@ -37,7 +37,7 @@ def test_each_missing_evaluation_names_the_failed_job_nearest_to_it(tmp_path):
     records = {(r["variant"], r["iteration"]): r for r in (json.loads(p.read_text()) for p in written)}
     assert set(records) == {(r101, first), (r101, last), (vov, last)}
     assert records[(r101, first)]["error"] == ("train failed: itersg: error: out of memory; lower train.batch_size "
-                                               f"(log: {pipeline.log_file(params, 'train', r101)})")
+                                               f"(log: {paths.log_file(params, 'train', r101)})")
     assert records[(vov, last)]["error"].startswith("evaluate failed: RuntimeError: CUDA error")
     # the report reads them as failed evaluations
     selection = load_metrics([str(p) for p in written])
@@ -49,12 +49,12 @@ def test_a_log_left_by_an_earlier_run_is_not_the_reason(tmp_path):
     params = load_params(ROOT / "params.yaml", ["mode=demo"])
     r101 = params["study"]["variants"][0]
     first = params["study"]["eval_iterations"][0]
-    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params), pipeline.replicated_init(params)):
+    for path in (paths.prepare_summary(params), paths.verified_flag(params), paths.replicated_init(params)):
         _touch(tmp_path, path, "{}")
-    stale = pipeline.log_file(params, "evaluate", f"{r101}_{first}")
+    stale = paths.log_file(params, "evaluate", f"{r101}_{first}")
     _touch(tmp_path, stale, "r101-detr @ 8 on test: R@50 = 0.0000\n")
     os.utime(tmp_path / stale, (1_000_000_000, 1_000_000_000))
-    _touch(tmp_path, pipeline.log_file(params, "train", r101), "itersg: error: cannot read r101-detr_init.pth\n")
+    _touch(tmp_path, paths.log_file(params, "train", r101), "itersg: error: cannot read r101-detr_init.pth\n")
 
     record = json.loads(next(p for p in write_failure_metrics(params, tmp_path)
                              if json.loads(p.read_text())["iteration"] == first).read_text())
@@ -70,9 +70,9 @@ def test_an_evaluation_whose_jobs_never_started(tmp_path):
 
 def test_a_failed_download_of_the_released_detr_is_named(tmp_path):
     params = load_params(ROOT / "params.yaml", ["study.variants=[r101-detr]"])  # full mode: released DETR
-    for path in (pipeline.prepare_summary(params), pipeline.verified_flag(params), pipeline.vg_files(params)["h5"]):
+    for path in (paths.prepare_summary(params), paths.verified_flag(params), paths.vg_files(params)["h5"]):
         _touch(tmp_path, path, "{}")
-    _touch(tmp_path, pipeline.log_file(params, "fetch_detr"),
+    _touch(tmp_path, paths.log_file(params, "fetch_detr"),
            "itersg: error: iterativesg-detr-vg must be downloaded by hand; put it at resources/weights/x.pth\n")
     [first, *_] = write_failure_metrics(params, tmp_path)
     assert json.loads(first.read_text())["error"].startswith("fetch_detr failed: itersg: error: iterativesg-detr-vg")

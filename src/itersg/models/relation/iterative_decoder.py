@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from itersg.models.config import TransformerConfig
-from itersg.models.transformer import (
+from itersg.models.detectors.transformer import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,

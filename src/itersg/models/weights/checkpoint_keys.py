@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from itersg.errors import UserError
-from itersg.models.replicate import replicate_decoder
+from itersg.models.weights.replicate import replicate_decoder
 
 _BRANCHES = ("subject", "object", "relation")
 _D = "detr.transformer.decoder."

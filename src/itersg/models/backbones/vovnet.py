@@ -34,6 +34,8 @@ at detectron2's defaults). timm's weights exist for 39 (ImageNet mean/std, RGB) 
 * ``small`` (false): start from ``SMALL_OVERRIDES`` (nothing frozen, trained norms, ImageNet-style
   input scaling);
   other keys given beside it still apply.
+
+The loaders of ImageNet and centermask2 weights are in ``itersg.models.weights.vovnet_weights``.
 """
 
 from __future__ import annotations
@@ -48,16 +50,9 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from itersg.errors import UserError
-from itersg.models.fpn import FPN, LEVEL_STRIDES, LEVELS
-from itersg.models.vovnet_weights import (
-    WeightLoadReport,
-    detectron2_key_map,
-    load_detectron2_weights,
-    load_timm_vovnet_weights,
-)
+from itersg.models.backbones.fpn import FPN, LEVEL_STRIDES, LEVELS
 
-__all__ = ["PIXEL_STATS", "SMALL_OVERRIDES", "VoVNetFPN", "WeightLoadReport", "build_vovnet_body",
-           "build_vovnet_fpn", "detectron2_key_map", "load_detectron2_weights", "load_timm_vovnet_weights"]
+__all__ = ["PIXEL_STATS", "SMALL_OVERRIDES", "VoVNetFPN", "build_vovnet_body", "build_vovnet_fpn"]
 
 TIMM_VARIANTS = {39: "ese_vovnet39b", 57: "ese_vovnet57b", 99: "ese_vovnet99b"}
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from itersg.models.iterative_decoder import BRANCHES
+from itersg.models.relation.iterative_decoder import BRANCHES
 
 # DETR prefix -> IterativeSG prefixes that receive a copy (state-dict names of this project).
 REPLICATION = {

@@ -21,17 +21,17 @@ import torch
 from torch import Tensor, nn
 
 from itersg.models.config import LossConfig, MatcherConfig, SpeaQConfig
-from itersg.models.criterion import TripletCriterion, num_matched
-from itersg.models.matcher import Indices, TripletMatcher, assign
-from itersg.models.one_to_many import assignment_quality, dynamic_k, repeat_targets
-from itersg.models.query_groups import (
+from itersg.models.losses.criterion import TripletCriterion, num_matched
+from itersg.models.losses.matcher import Indices, TripletMatcher, assign
+from itersg.models.losses.one_to_many import assignment_quality, dynamic_k, repeat_targets
+from itersg.models.losses.query_groups import (
     group_cost_mask,
     predicate_group_ids,
     predicate_groups,
     queries_per_group,
     query_group_ids,
 )
-from itersg.models.targets import relation_targets
+from itersg.models.losses.targets import relation_targets
 
 
 class SpeaQMatcher(nn.Module):

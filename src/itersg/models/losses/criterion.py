@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from itersg.models.config import LossConfig
-from itersg.models.matcher import BRANCHES, HungarianMatcher, Indices, TripletMatcher
-from itersg.models.targets import detection_targets, relation_targets
+from itersg.models.losses.matcher import BRANCHES, HungarianMatcher, Indices, TripletMatcher
+from itersg.models.losses.targets import detection_targets, relation_targets
 
 
 def predicate_class_weights(frequencies: Tensor | None, num_predicates: int, alpha: float, beta: float,
@@ -195,26 +195,3 @@ class SetCriterion(CriterionBase):
                 layer["pred_boxes"], indices, [t["boxes"] for t in prepared], num)
         return losses
 
-
-def build_criterion(model: nn.Module, config: LossConfig | None = None,
-                    predicate_frequencies: Tensor | None = None,
-                    predicate_counts: Sequence[int] | Tensor | None = None) -> CriterionBase:
-    """The criterion that trains ``model`` (an ``IterativeSG``, SpeaQ or not, or a ``DETR``).
-
-    ``predicate_counts`` [num_predicates] (the dataset's ``predicate_count``) form SpeaQ's predicate
-    groups; a SpeaQ model needs them.
-    """
-    model_config = model.config
-    num_layers = model_config.transformer.dec_layers
-    if not hasattr(model, "rel_class_embed"):
-        return SetCriterion(model_config.num_classes, config, num_layers)
-    args = (model_config.num_classes, model_config.num_predicates, config, num_layers, predicate_frequencies,
-            getattr(model, "aux_head", None))
-    if model_config.speaq is None:
-        return TripletCriterion(*args)
-    from itersg.models.speaq import SpeaQCriterion
-
-    if predicate_counts is None:
-        raise ValueError("a SpeaQ model needs the predicate counts that form its predicate groups")
-    return SpeaQCriterion(*args, speaq=model_config.speaq, predicate_counts=predicate_counts,
-                          num_queries=model_config.num_queries)

@@ -2,7 +2,7 @@
 
 Tensors are batch-first: sequences are [B, L, C]. Parameter names follow DETR (``self_attn``,
 ``multihead_attn``, ``linear1``/``linear2``, ``norm1``..``norm3``) so reference checkpoints load by
-prefix renaming only. IterativeSG reuses the layers in ``iterative_decoder.py``.
+prefix renaming only. IterativeSG reuses the layers in ``relation/iterative_decoder.py``.
 """
 
 from __future__ import annotations

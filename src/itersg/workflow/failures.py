@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from itersg import pipeline
 from itersg.files import write_text_atomic
+from itersg.workflow import paths
 
 # Lines that say what went wrong, best first: the CLI's own one-line errors, then exceptions and
 # SLURM's messages (srun's "task N: Exited with exit code" lines say only that something failed).
@@ -29,7 +29,7 @@ def failure_reason(params: Mapping[str, Any], variant: str, iteration: int, root
     written last (a log left by an earlier run of a job that did not run this time is older), and of
     those the one nearest to the evaluation.
     """
-    failed = [(log, root / log) for log, output in pipeline.upstream_jobs(params, variant, iteration)
+    failed = [(log, root / log) for log, output in paths.upstream_jobs(params, variant, iteration)
               if not (root / output).exists() and (root / log).is_file()]  # not done, and started
     if not failed:
         return "not run: a job it depends on failed (see the Snakemake log)"
@@ -49,10 +49,10 @@ def last_error_line(log: Path) -> str:
 
 def write_failure_metrics(params: Mapping[str, Any], root: Path = Path()) -> list[Path]:
     """Write a failed-status metrics file for every missing evaluation; return them (may be empty)."""
-    out_dir = root / pipeline.failed_metrics_dir(params)
+    out_dir = root / paths.failed_metrics_dir(params)
     written = []
-    for variant, iteration in pipeline.evaluations(params):
-        if (root / pipeline.metrics_file(params, variant, iteration)).exists():
+    for variant, iteration in paths.evaluations(params):
+        if (root / paths.metrics_file(params, variant, iteration)).exists():
             continue
         record = {"variant": variant, "iteration": int(iteration), "status": "failed",
                   "error": failure_reason(params, variant, iteration, root)}

@@ -11,18 +11,18 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from itersg.models.config import ModelConfig
-from itersg.models.iterative_decoder import IterativeTransformer
-from itersg.models.mlp import MLP
-from itersg.models.position_encoding import PositionEmbeddingSine
-from itersg.models.preprocess import ImageNormalizer, feature_padding_mask
-from itersg.models.transformer import xavier_init_
+from itersg.models.detectors.transformer import xavier_init_
+from itersg.models.layers.mlp import MLP
+from itersg.models.layers.position_encoding import PositionEmbeddingSine
+from itersg.models.layers.preprocess import ImageNormalizer, feature_padding_mask
+from itersg.models.relation.iterative_decoder import IterativeTransformer
 
 
 class IterativeSG(nn.Module):
     """Backbone -> 1x1 projection -> encoder -> subject/object/relation decoders -> shared heads.
 
     Args:
-        backbone: a module with the backbone interface (see ``itersg.models.resnet.ResNet``).
+        backbone: a module with the backbone interface (see ``itersg.models.backbones.resnet.ResNet``).
         config: classes, queries and transformer sizes.
         aux_head: optional module called on the backbone's feature dict; its output is returned
             under ``"aux_head"`` and its ``loss(aux_outputs, targets, image_sizes)`` joins the losses.

@@ -3,7 +3,7 @@
 Snakemake owns execution; DVC owns versioning. Every Snakemake job becomes one DVC stage whose
 ``cmd`` asks Snakemake (``itersg pipeline run``) to build exactly that job's outputs with the profile
 the user chose, whose deps/outs are that job's inputs/outputs (read through Snakemake's API,
-``itersg.workflow_dag``), and whose ``params`` are the params.yaml keys that decide the job's settings
+``itersg.workflow.dag``), and whose ``params`` are the params.yaml keys that decide the job's settings
 (the ``x-stages`` annotations of the params schema, ``config.stage_keys``).
 
 Each mode has its own file: ``dvc.yaml`` (the study) and ``demo/dvc.yaml`` (the demo; its stages run
@@ -22,8 +22,8 @@ import yaml
 
 from itersg.config import stage_keys
 from itersg.files import write_text_atomic
-from itersg.pipeline import params_stage
-from itersg.workflow_dag import Job, workflow_jobs
+from itersg.workflow.dag import Job, workflow_jobs
+from itersg.workflow.paths import params_stage
 
 # Code each rule runs: a change here reruns the rule's stages under DVC.
 RULE_CODE = {
@@ -128,7 +128,7 @@ def job_stage(job: Job, params: Mapping[str, Any], mode: str) -> dict[str, Any]:
 def dvc_yaml(root: Path, params: Mapping[str, Any], mode: str = "full") -> str:
     """The text of ``DVC_FILES[mode]`` for the workflow in ``root`` and the params.yaml ``params``
     (loaded as written, not resolved for the demo)."""
-    import itersg.pipeline as paths
+    import itersg.workflow.paths as paths
     from itersg.config import resolve_params
 
     order = list(RULE_CODE)

@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from itersg.models.config import ModelConfig
-from itersg.models.mlp import MLP
-from itersg.models.position_encoding import PositionEmbeddingSine
-from itersg.models.preprocess import ImageNormalizer, feature_padding_mask
-from itersg.models.transformer import Transformer
+from itersg.models.detectors.transformer import Transformer
+from itersg.models.layers.mlp import MLP
+from itersg.models.layers.position_encoding import PositionEmbeddingSine
+from itersg.models.layers.preprocess import ImageNormalizer, feature_padding_mask
 
 
 class DETR(nn.Module):
     """Carion et al. 2020, as IterativeSG pretrains it on Visual Genome objects (300 queries).
 
     Args:
-        backbone: a module with the backbone interface (see ``itersg.models.resnet.ResNet``).
+        backbone: a module with the backbone interface (see ``itersg.models.backbones.resnet.ResNet``).
         config: ``num_classes``, ``num_queries`` and the transformer sizes (predicates are unused).
     """
 

@@ -27,9 +27,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from itersg.errors import UserError
-from itersg.models.fcos import FCOSHead, fcos_losses, level_locations
-from itersg.models.fpn import LEVEL_STRIDES, LEVELS
-from itersg.models.mask_heads import MaskIoUHead, SAGMaskHead
+from itersg.models.backbones.fpn import LEVEL_STRIDES, LEVELS
+from itersg.models.detectors.fcos import FCOSHead, fcos_losses, level_locations
+from itersg.models.detectors.mask_heads import MaskIoUHead, SAGMaskHead
 
 DEFAULT_OPTIONS = {"num_convs": 4, "mask_num_convs": 4, "mask_conv_dim": 256, "maskiou_num_convs": 4,
                    "maskiou_conv_dim": 256, "maskiou_fc_dim": 1024, "mask_resolution": 14}

@@ -1,0 +1,81 @@
+"""Every package and top-level module of itersg imports only what its docstring's "May import:" line
+allows, read from the import graph itself (function-level imports included), and no two units import
+each other."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "itersg"
+
+
+def _unit(path: Path) -> str:
+    """The unit a source file belongs to: its top-level package, or the top-level module itself."""
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _imported_units(path: Path) -> set[str]:
+    """The itersg units ``path`` imports anywhere in its code."""
+    units = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names] \
+                if node.module == "itersg" else [node.module]
+        else:
+            continue
+        units |= {name.split(".")[1] for name in names if name.startswith("itersg.")}
+    return units
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{unit: units it imports}`` over every source file of the package."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        unit = _unit(path)
+        graph.setdefault(unit, set()).update(_imported_units(path) - {unit})
+    graph.pop("__init__", None)
+    return graph
+
+
+def allowed(unit: str) -> set[str] | None:
+    """The units the ``May import:`` line of ``unit``'s docstring names; None for "anything"."""
+    path = PACKAGE / unit / "__init__.py" if (PACKAGE / unit).is_dir() else PACKAGE / f"{unit}.py"
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    match = re.search(r"May import: (.*?)(?:\n\n|$)", docstring, re.S)
+    assert match, f"{path}: its docstring has no 'May import:' line"
+    text = match[1]
+    if text.startswith("anything"):
+        return None
+    return set(re.findall(r"itersg\.(\w+)", text))
+
+
+GRAPH = import_graph()
+
+
+@pytest.mark.parametrize("unit", sorted(u for u in GRAPH if u != "__main__"))
+def test_each_unit_imports_only_what_its_docstring_allows(unit):
+    permitted = allowed(unit)
+    if permitted is not None:
+        assert GRAPH[unit] <= permitted, f"itersg.{unit} imports {sorted(GRAPH[unit] - permitted)} beyond its line"
+
+
+def test_no_two_units_import_each_other():
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in GRAPH.get(start, ()))
+
+    cycles = sorted(u for u in GRAPH if reaches(u, u, {u}))
+    assert cycles == []
+
+
+def test_the_graph_sees_function_level_imports():
+    """Lazy imports count: the command line imports the training engine only inside its handlers."""
+    source = (PACKAGE / "cli" / "train.py").read_text()
+    assert "\n    from itersg.engine" in source and "\nfrom itersg.engine" not in source
+    assert "engine" in GRAPH["cli"]
