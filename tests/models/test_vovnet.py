@@ -223,8 +223,8 @@ def test_detectron2_problems_are_reported_and_nothing_changes(tmp_path):
     missing = {k: v for k, v in reference.items() if "OSA3_1_concat" not in k}
     extra = {**reference, "backbone.bottom_up.stage6.OSA6_1.ese.fc.weight": torch.zeros(1)}
     wrong = {**reference, "backbone.fpn_lateral3.weight": torch.zeros(3, 3, 1, 1)}
-    for label, state, message in [("missing", missing, "5 missing"), ("extra", extra, "1 unexpected"),
-                                  ("wrong", wrong, "1 with the wrong shape")]:
+    for label, state, message in [("missing", missing, "missing keys 5"), ("extra", extra, "unexpected keys 1"),
+                                  ("wrong", wrong, "shape mismatches 1")]:
         torch.save({"model": state}, tmp_path / f"{label}.pth")
         before = {k: v.clone() for k, v in model.state_dict().items()}
         with pytest.raises(UserError, match=message):
@@ -299,7 +299,7 @@ def test_timm_weights_missing_a_layer_raise(tmp_path):
     state = _timm_reference_model().state_dict()
     del state["stages.1.blocks.0.conv_mid.0.conv.weight"]
     torch.save(state, tmp_path / "broken.pth")
-    with pytest.raises(UserError, match="1 missing"):
+    with pytest.raises(UserError, match="missing keys 1"):
         load_timm_vovnet_weights(build_vovnet_fpn(39, overrides={"small": True}), tmp_path / "broken.pth")
 
 

@@ -297,8 +297,19 @@ def model_part(key: str) -> str:
     return next((part for part, prefixes in MODEL_PARTS if key.startswith(prefixes)), "other")
 
 
-def _summary(keys: list[str]) -> str:
-    return f"{len(keys)} (e.g. {keys[:3]})"
+def key_problems(unexpected: list[str], missing: list[str],
+                 mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> list[str]:
+    """The problems of a weight file against a model, one phrase each (empty if none): every loader of
+    this package reports them in these words. ``mismatched``: (key, shape in the file, shape in the model)."""
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected keys {len(unexpected)} (e.g. {unexpected[:3]})")
+    if missing:
+        problems.append(f"missing keys {len(missing)} (e.g. {missing[:3]})")
+    if mismatched:
+        key, file_shape, model_shape = mismatched[0]
+        problems.append(f"shape mismatches {len(mismatched)} (e.g. {key}: file {file_shape}, model {model_shape})")
+    return problems
 
 
 def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, prefix: str = "",
@@ -314,15 +325,8 @@ def load_checked(model: nn.Module, state: Mapping[str, Tensor], source: str, *, 
     unexpected = sorted(set(state) - set(own))
     missing = sorted(set(own) - set(state) - set(may_stay))
     mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected keys {_summary(unexpected)}")
-    if missing:
-        problems.append(f"missing keys {_summary(missing)}")
-    if mismatched:
-        k = mismatched[0]
-        problems.append(f"shape mismatches {len(mismatched)} (e.g. {k}: file {tuple(state[k].shape)}, "
-                        f"model {tuple(own[k].shape)})")
+    problems = key_problems(unexpected, missing,
+                            [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched])
     if problems:
         raise UserError(f"{source}: does not fit the model: {'; '.join(problems)}; check the variant and "
                         "model.overrides match the checkpoint")

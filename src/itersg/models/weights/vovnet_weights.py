@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from itersg.errors import UserError
-from itersg.models.weights.checkpoint_keys import is_bn_counter
+from itersg.models.weights.checkpoint_keys import is_bn_counter, key_problems
 
 if TYPE_CHECKING:
     from itersg.models.backbones.vovnet import VoVNetFPN
@@ -201,17 +201,10 @@ def _qualified_state_dict(backbone: nn.Module, heads: nn.Module | None) -> dict[
 def _raise_on_problems(path: str | Path, missing: list[str], unexpected: list[str], mismatched: list[str],
                        source: Mapping[str, Tensor], ours: Mapping[str, Tensor],
                        mapping: Mapping[str, str]) -> None:
-    if not (missing or unexpected or mismatched):
+    problems = key_problems(unexpected, missing,
+                            [(k, tuple(source[k].shape), tuple(ours[mapping[k]].shape)) for k in mismatched])
+    if not problems:
         return
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    if mismatched:
-        examples = [f"{k}: file {tuple(source[k].shape)} vs model {tuple(ours[mapping[k]].shape)}"
-                    for k in mismatched[:3]]
-        problems.append(f"{len(mismatched)} with the wrong shape (e.g. {examples})")
     raise UserError(f"weight file {path} does not match the model: {'; '.join(problems)}. "
                     f"Check that the file is for this variant (depth, classes) and this source format; "
                     f"nothing was loaded")
