@@ -112,7 +112,7 @@ def _half_open_range(root):
 
 @pytest.mark.parametrize(("corrupt", "expected"), [
     (_bad_image_size, "width/height 0/"),
-    (_zero_shot_wrong_shape, "zeroshot_triplet.pytorch: expected an int tensor of shape (n, 3)"),
+    (_zero_shot_wrong_shape, "zeroshot_triplet.pytorch: zero-shot triplets must be a tensor of shape (Z, 3)"),
     (_half_open_range, "img_to_first_rel/img_to_last_rel = -1/"),
     (_truncate, "VG-SGG-with-attri.h5: unreadable or truncated h5"),
     (_drop_dataset, "dataset 'predicates' missing"),

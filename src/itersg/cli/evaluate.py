@@ -122,10 +122,10 @@ def load_predicate_names(data_root: Path) -> list[str]:
 
 def _run_metrics(args: argparse.Namespace) -> int:
     from itersg.cli._params import dataset_inputs
+    from itersg.data.vg150 import read_zero_shot
     from itersg.evaluation.metrics import (
         METRICS_FORMAT,
         compute_metrics,
-        load_zero_shot_triplets,
         metrics_document,
         write_metrics_json,
     )
@@ -142,7 +142,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
         if reader.split != args.split:
             raise UserError(f"{args.predictions} holds predictions for split '{reader.split}' but --split is "
                             f"'{args.split}'; pass --split {reader.split}")
-        zero_shot = load_zero_shot_triplets(args.zero_shot or args.data / ZERO_SHOT_FILE)
+        zero_shot = read_zero_shot(args.zero_shot or args.data / ZERO_SHOT_FILE)
         predicate_names = load_predicate_names(args.data)
         ground_truth = load_ground_truth(args.data, args.split, args.num_val)
         metrics = compute_metrics(reader, ground_truth, zero_shot, predicate_names,

@@ -30,6 +30,7 @@ from itersg.data.vg150 import (
     IMAGE_DATA_FILE,
     IMAGE_DIRS,
     ZERO_SHOT_FILE,
+    read_zero_shot,
 )
 from itersg.errors import UserError
 
@@ -247,19 +248,14 @@ def read_image_data(root: Path, n_rows: int) -> tuple[list[dict], list[str]]:
 
 
 def check_zero_shot(root: Path, num_classes: int, num_predicates: int) -> list[str]:
-    import torch
-
-    path = root / ZERO_SHOT_FILE
     try:
-        triplets = torch.load(path, weights_only=True)
-    except Exception:
-        return [f"{path}: not a torch-saved tensor; {REDOWNLOAD}"]
-    if not isinstance(triplets, torch.Tensor) or triplets.ndim != 2 or triplets.shape[1] != 3:
-        return [f"{path}: expected an int tensor of shape (n, 3); {REDOWNLOAD}"]
-    highs = torch.tensor([num_classes, num_classes, num_predicates])
-    if len(triplets) and ((triplets < 1).any() or (triplets > highs).any()):
-        return [f"{path}: values outside 1..{num_classes} (classes) / 1..{num_predicates} (predicates); "
-                f"use the file of the same release as {DICTS_FILE}"]
+        triplets = read_zero_shot(root / ZERO_SHOT_FILE)
+    except UserError as err:
+        return [str(err)]
+    highs = np.array([num_classes, num_classes, num_predicates])
+    if len(triplets) and (triplets > highs).any():
+        return [f"{root / ZERO_SHOT_FILE}: values outside 1..{num_classes} (classes) / 1..{num_predicates} "
+                f"(predicates); use the file of the same release as {DICTS_FILE}"]
     return []
 
 

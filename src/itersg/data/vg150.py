@@ -87,22 +87,33 @@ def load_image_data(root: str | Path) -> list[dict]:
 
 
 def load_zero_shot(root: str | Path) -> np.ndarray:
-    """The zero-shot triplets (Z, 3) int64, 1-based (subject class, object class, predicate) as in the file.
+    """The zero-shot triplets of the VG150 folder ``root`` (``read_zero_shot`` of its file)."""
+    return read_zero_shot(Path(root) / ZERO_SHOT_FILE)
 
-    ``zero_based`` converts them to the model's class and predicate ids.
-    """
+
+def read_zero_shot(path: str | Path) -> np.ndarray:
+    """A zero-shot triplet file (a torch-saved int64 tensor [Z, 3]) as a NumPy array, 1-based as stored
+    (subject class, object class, predicate); ``zero_based`` converts them to the model's ids."""
     import torch
 
-    path = Path(root) / ZERO_SHOT_FILE
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"zero-shot triplet file {path} does not exist; pass --zero-shot FILE or fetch "
+                        f"the data (zeroshot_triplet.pytorch)")
     try:
-        triplets = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; run `itersg fetch vg` or check data.root") from None
-    except Exception as err:
-        raise UserError(f"{path}: not a torch-saved tensor ({err.__class__.__name__}); download it again") from None
+        triplets = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt file, some with messages of many lines
+        raise UserError(f"{path}: not a file of zero-shot triplets saved by torch ({type(err).__name__}); "
+                        "fetch zeroshot_triplet.pytorch again") from None
     if not isinstance(triplets, torch.Tensor) or triplets.ndim != 2 or triplets.shape[1] != 3:
-        raise UserError(f"{path}: expected a tensor of shape (n, 3); download it again")
-    return triplets.long().numpy()
+        found = f"shape {tuple(triplets.shape)}" if isinstance(triplets, torch.Tensor) else type(triplets).__name__
+        raise UserError(f"{path}: zero-shot triplets must be a tensor of shape (Z, 3), found {found}; fetch "
+                        "zeroshot_triplet.pytorch again")
+    triplets = triplets.long().numpy()
+    if triplets.size and triplets.min() < 1:
+        raise UserError(f"{path}: zero-shot triplets must be 1-based (found {triplets.min()}); fetch the "
+                        f"file again")
+    return triplets
 
 
 def zero_based(triplets: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,33 +26,6 @@ from itersg.files import write_text_atomic
 
 GroundTruth = Mapping[int, Mapping[str, Any]]
 METRICS_FORMAT = "itersg-metrics"  # the document's ``format``: marks a metrics JSON as written by itersg
-
-
-def load_zero_shot_triplets(path: str | os.PathLike) -> np.ndarray:
-    """The zero-shot triplet file (a torch-saved int64 tensor [Z, 3]) as a 1-based NumPy array.
-
-    Columns: subject class, object class, predicate, all 1-based (as stored in the reference repos).
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"zero-shot triplet file {path} does not exist; pass --zero-shot FILE or fetch "
-                        f"the data (zeroshot_triplet.pytorch)")
-    try:
-        triplets = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt file, some with messages of many lines
-        raise UserError(f"{path}: not a file of zero-shot triplets saved by torch ({type(err).__name__}); "
-                        "fetch zeroshot_triplet.pytorch again") from None
-    if not isinstance(triplets, torch.Tensor) or triplets.ndim != 2 or triplets.shape[1] != 3:
-        found = f"shape {tuple(triplets.shape)}" if isinstance(triplets, torch.Tensor) else type(triplets).__name__
-        raise UserError(f"{path}: zero-shot triplets must be a tensor of shape (Z, 3), found {found}; fetch "
-                        "zeroshot_triplet.pytorch again")
-    triplets = triplets.long().numpy()
-    if triplets.size and triplets.min() < 1:
-        raise UserError(f"{path}: zero-shot triplets must be 1-based (found {triplets.min()}); fetch the "
-                        f"file again")
-    return triplets
 
 
 def _ground_truth_arrays(gt: Mapping[str, Any], image_id: int,
