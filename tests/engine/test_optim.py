@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from itersg.engine.optim import (
-    Precision,
     build_lr_scheduler,
     build_optimizer,
     lr_drop_iteration,
     parameter_groups,
 )
 from itersg.models import build_model
+from itersg.precision import Precision
 
 TINY = {"hidden_dim": 16, "nheads": 2, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 32,
         "num_queries": 5, "backbone": {"blocks": [1, 1, 1, 1], "width": 8, "freeze_at": 2}}
