@@ -22,3 +22,11 @@ rule all:
     default_target: True
     input:
         paths.report_file(P),
+
+
+# A rule's jobs rerun when a module its command imports changes: the fingerprint of those files is a
+# param of each rule (dvc.yaml lists the same files as the stages' deps; itersg.workflow.code_deps).
+CODE = code_deps.ImportGraph.of_project(workflow.basedir)
+for _rule in workflow.rules:
+    if _rule.shellcmd and (_fingerprint := CODE.fingerprint(_rule.shellcmd)):
+        _rule.set_params(code=_fingerprint)

@@ -10,37 +10,25 @@ from pathlib import Path
 
 import pytest
 
+from itersg.workflow.code_deps import ImportGraph
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "itersg"
 
 
-def _unit(path: Path) -> str:
-    """The unit a source file belongs to: its top-level package, or the top-level module itself."""
-    relative = path.relative_to(PACKAGE)
-    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
-
-
-def _imported_units(path: Path) -> set[str]:
-    """The itersg units ``path`` imports anywhere in its code."""
-    units = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names] \
-                if node.module == "itersg" else [node.module]
-        else:
-            continue
-        units |= {name.split(".")[1] for name in names if name.startswith("itersg.")}
-    return units
+def _unit(module: str) -> str:
+    """The unit of a module: its top-level package, or the top-level module itself (``itersg`` itself: "")."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def import_graph() -> dict[str, set[str]]:
-    """``{unit: units it imports}`` over every source file of the package."""
+    """``{unit: units it imports}`` over every module of the package (the workflow's import graph)."""
+    modules = ImportGraph(PACKAGE)
     graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        unit = _unit(path)
-        graph.setdefault(unit, set()).update(_imported_units(path) - {unit})
-    graph.pop("__init__", None)
+    for module in modules.files:
+        unit = _unit(module)
+        graph.setdefault(unit, set()).update({_unit(m) for m in modules.imports(module)} - {unit, ""})
+    graph.pop("", None)
     return graph
 
 

@@ -46,7 +46,9 @@ class Variant:
     transformer reads (VoVNet; the ResNet variants read res5); ``init``: "vg-detr" = starts from the
     VG-pretrained DETR with its decoder replicated (``detr_weights.source``), None = from the backbone
     builder's own initialisation; ``published``: the ``ref`` of its rows in the report's
-    reference_results.csv, None if none; ``label``: backbone and detector as that table spells them.
+    reference_results.csv, None if none; ``label``: backbone and detector as that table spells them;
+    ``released``: the download manifest's entry holding the authors' trained checkpoint of it, if any
+    (``itersg fetch`` then says how to evaluate it).
     """
 
     name: str
@@ -60,6 +62,7 @@ class Variant:
     recipe: Recipe = field(default_factory=Recipe)
     protocols: tuple[str, ...] = PROTOCOLS
     published: str | None = None
+    released: str | None = None
 
     @property
     def aux_head(self) -> str | None:
@@ -79,7 +82,7 @@ _VOVNET_REFS = {("detr", 39): "B", ("detr", 57): "C", ("detr", 99): "D",
 
 def _iterativesg_variants() -> list[Variant]:
     variants = [Variant("r101-detr", "iterativesg", "resnet", 101, "detr", ("ResNet-101", "DETR"),
-                        init="vg-detr", published="A")]
+                        init="vg-detr", published="A", released="iterativesg-final")]
     for detector in ("detr", "centermask"):
         for depth in (39, 57, 99):
             label = (f"VoVNetV2-{depth}-FPN", "DETR" if detector == "detr" else "CenterMask")
@@ -99,10 +102,11 @@ def _named(variants: list[Variant], name: str) -> Variant:
 
 def _catalogue() -> dict[str, Variant]:
     iterativesg = _iterativesg_variants()
-    speaq = [replace(v, name=f"{v.name}-speaq", method="speaq", published=None) for v in iterativesg]
-    speaq[0] = replace(speaq[0], recipe=SPEAQ_RECIPE, published="SpeaQ")  # the released SpeaQ model
+    speaq = [replace(v, name=f"{v.name}-speaq", method="speaq", published=None, released=None) for v in iterativesg]
+    speaq[0] = replace(speaq[0], recipe=SPEAQ_RECIPE, published="SpeaQ", released="speaq-final")
     # IterativeSG's r101-detr under another name, trained with SpeaQ's recipe (SpeaQ's baseline)
-    baseline = replace(iterativesg[0], name="r101-detr-speaq-baseline", recipe=SPEAQ_RECIPE, published=None)
+    baseline = replace(iterativesg[0], name="r101-detr-speaq-baseline", recipe=SPEAQ_RECIPE, published=None,
+                       released=None)
     return {v.name: v for v in (*iterativesg, *speaq, baseline)}
 
 

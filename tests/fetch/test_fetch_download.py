@@ -244,6 +244,21 @@ def test_manual_input_present_is_verified(tmp_path, capsys):
     assert json.loads((dest / LOCK_NAME).read_text())["entries"]["ckpt"]["sha256"] == sha256(body)
 
 
+def test_a_released_checkpoint_says_how_to_evaluate_it(tmp_path, capsys):
+    """The catalogue names the manifest entry of a variant's released checkpoint; once it is in place,
+    fetch gives the evaluation command for that variant."""
+    body = payload(1000, seed=13)
+    entry = file_entry("speaq-final", "https://drive.example/speaq", "weights/speaq.pth", manual=True,
+                       instructions="Download it", size=1000)
+    manifest = write_manifest(tmp_path / "manifest.yaml", [entry])
+    dest = tmp_path / "dest"
+    (dest / "weights").mkdir(parents=True)
+    (dest / "weights/speaq.pth").write_bytes(body)
+    assert run_fetch(manifest, dest, "speaq-final") == 0
+    assert (f"evaluate it with `itersg evaluate --variant r101-detr-speaq --checkpoint {dest / 'weights/speaq.pth'}"
+            in capsys.readouterr().out)
+
+
 def test_several_failures_are_all_reported(tmp_path, server, capsys):
     good = payload(1000, seed=12)
     entries = [

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from fetch_fixtures import run_fetch, sha256, write_manifest
 
+from itersg.catalog import VARIANTS
 from itersg.cli import main
 from itersg.data.fetch import MANIFEST, load_manifest
 from itersg.errors import UserError
@@ -43,6 +44,13 @@ def test_packaged_manifest_places_what_the_pipeline_reads():
     assert f"resources/{released.dest}" == paths.released_detr(params)
     speaq = manifest.entries["speaq-final"]  # the released SpeaQ checkpoint, placed by hand
     assert speaq.manual and speaq.dest == "weights/speaq_final.pth" and speaq.group == "iterativesg"
+
+
+def test_each_released_checkpoint_of_the_catalogue_is_a_manual_entry():
+    manifest = load_manifest()
+    released = {name: variant.released for name, variant in VARIANTS.items() if variant.released}
+    assert released == {"r101-detr": "iterativesg-final", "r101-detr-speaq": "speaq-final"}
+    assert all(manifest.entries[entry].manual for entry in released.values())
 
 
 @needs_shared_vg

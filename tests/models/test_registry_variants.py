@@ -1,8 +1,4 @@
-"""The VoVNet variants built through the registry: published totals and the CenterMask hook end to end.
-
-``itersg.models.backbones.vovnet`` and ``itersg.models.detectors.centermask`` are written separately; these
-tests skip (with the reason) where an installation lacks them.
-"""
+"""The VoVNet variants built through the registry: published totals and the CenterMask hook end to end."""
 
 from __future__ import annotations
 
@@ -14,16 +10,12 @@ from itersg.models import build_model, count_parameters
 from itersg.models.losses.build import build_criterion
 from itersg.models.postprocess import postprocess_scene_graphs
 
-pytest.importorskip("itersg.models.backbones.vovnet", reason="VoVNetV2-FPN (backbones.vovnet) is not available")
-
 
 @pytest.mark.parametrize(("variant", "backbone", "total"), [
     ("vovnet39-detr", 28_704_704, 79_102_606),
     ("vovnet39-centermask", 28_704_704, 103_168_224),
 ])
 def test_published_parameter_totals(variant, backbone, total):
-    if variant.endswith("centermask"):
-        pytest.importorskip("itersg.models.detectors.centermask", reason="detectors.centermask is not available")
     counts = count_parameters(build_model(variant))
     assert (counts["backbone"], counts["total"]) == (backbone, total)
 
@@ -42,7 +34,6 @@ def test_transformer_level_selects_the_fpn_level():
 
 
 def test_centermask_variant_trains_and_predicts(small_overrides, scenes):
-    pytest.importorskip("itersg.models.detectors.centermask", reason="detectors.centermask is not available")
     torch.manual_seed(0)
     overrides = {**small_overrides, "aux_head": {"small": True}}
     model = build_model("vovnet39-centermask", num_classes=4, num_predicates=4, overrides=overrides)

@@ -2,6 +2,10 @@
 stages DVC and Snakemake want to rerun after it changes (`dvc repro` itself: test_dvc_repro.py)."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from pipeline_helpers import DEMO_DVC, make_tiny_project, ran_stages, run
 
 from itersg.config import RECIPE_KEYS, load_params, params_schema, resolve_params, variant_recipe
 from itersg.errors import UserError
+from itersg.workflow.code_deps import ImportGraph
 from itersg.workflow.dag import changed_jobs, rerun_reasons, workflow_jobs
 from itersg.workflow.dvc_stages import DVC_FILES, dvc_yaml
 from itersg.workflow.paths import params_stage
@@ -21,10 +26,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def committed_demo(tmp_path_factory) -> Path:
-    """A tiny demo run by Snakemake, then taken over by DVC (`dvc commit`)."""
+    """A tiny demo run by Snakemake, then taken over by DVC (`dvc commit`). Every Python process of the run
+    writes the modules it imports to its stderr, so to its job's log (``-X importtime``)."""
     project = make_tiny_project(tmp_path_factory.mktemp("committed") / "project")
     run(["itersg", "pipeline", "dvc"], project)
-    run(["snakemake", "--cores", "2"], project)
+    run(["snakemake", "--cores", "2"], project, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     run(["dvc", "commit", "-f", DEMO_DVC], project)
     return project
 
@@ -35,6 +41,65 @@ def test_dvc_commit_takes_over_a_snakemake_run(committed_demo):
     assert ran_stages(run(["dvc", "repro", DEMO_DVC], committed_demo).stdout) == []
     run(["dvc", "push"], committed_demo)
     assert any((committed_demo / "dvc-remote").rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Code: each stage depends on the modules its command imports, and a change to one module reruns exactly
+# the stages that import it, under DVC and Snakemake alike.
+
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(itersg(?:\.\w+)*)\s*$", re.M)
+
+
+def _stage_code(project: Path) -> dict[str, set[str]]:
+    """Stage name -> the package files its dvc.yaml entry lists."""
+    stages = yaml.safe_load((project / DEMO_DVC).read_text())["stages"]
+    return {name: {dep for dep in stage.get("deps", []) if dep.startswith("src/itersg/")}
+            for name, stage in stages.items()}
+
+
+def test_each_stage_depends_on_every_module_its_run_imported(committed_demo):
+    """What Python really loaded in each job (beyond what building the command line loads for every verb)
+    is among the files its stage lists."""
+    parser_only = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from itersg.cli import build_parser; build_parser()"],
+        capture_output=True, text=True, check=True).stderr
+    common = set(_IMPORTED.findall(parser_only))
+    code, graph = _stage_code(committed_demo), ImportGraph.of_project(committed_demo)
+    missing = {}
+    for job in workflow_jobs(committed_demo, "demo"):
+        loaded = set(_IMPORTED.findall((committed_demo / job.logs[0]).read_text())) - common
+        assert loaded, f"{job.logs[0]} records no import: is PYTHONPROFILEIMPORTTIME passed to the jobs?"
+        files = {graph.files[module].relative_to(committed_demo).as_posix() for module in loaded}
+        if files - code[job.stage_name]:
+            missing[job.stage_name] = sorted(files - code[job.stage_name])
+    assert not missing
+
+
+def test_changing_one_module_reruns_exactly_the_stages_that_import_it(committed_demo):
+    project = committed_demo
+    code = _stage_code(project)
+    users: dict[str, frozenset[str]] = {}
+    for path in ImportGraph.of_project(project).all_files():
+        name = path.relative_to(project).as_posix()
+        users[name] = frozenset(stage for stage, files in code.items() if name in files)
+    # one module of each distinct set of stages, the stages of no module included
+    chosen = {stages: name for name, stages in sorted(users.items())}
+    assert len(chosen) >= 5 and frozenset() in chosen
+    assert _dvc_changed(project) == set() and changed_jobs(project, "demo") == {}
+    mismatches = []
+    for stages, name in chosen.items():
+        path = project / name
+        text = path.read_bytes()
+        path.write_bytes(text + (b"\n# changed\n" if name.endswith(".py") else b"\n"))
+        try:
+            found = {"dvc": _dvc_changed(project), "snakemake": set(changed_jobs(project, "demo"))}
+        finally:
+            path.write_bytes(text)
+        if found["dvc"] != stages or found["snakemake"] != stages:
+            mismatches.append(f"{name}: expected {sorted(stages)}, DVC {sorted(found['dvc'])}, "
+                              f"Snakemake {sorted(found['snakemake'])}")
+    assert not mismatches, "\n".join(mismatches)
+    assert _dvc_changed(project) == set() and changed_jobs(project, "demo") == {}
 
 
 # ---------------------------------------------------------------------------------------------------

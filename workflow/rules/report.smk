@@ -41,7 +41,7 @@ rule report:
 onerror:
     from itersg.workflow.failures import write_failure_metrics
 
-    failed = write_failure_metrics(P)
+    failed = write_failure_metrics(P, workflow.dag)
     if failed:
         done = [path for path in paths.all_metrics(P) if os.path.exists(path)]
         summary = paths.prepare_summary(P)

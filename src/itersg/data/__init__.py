@@ -1,4 +1,4 @@
 """VG150 files: reading, splits, Dataset and transforms, synthetic data, verification, fetching.
 
-May import: itersg.errors, itersg.files.
+May import: itersg.errors, itersg.files, itersg.catalog.
 """

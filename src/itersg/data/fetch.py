@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from itersg.catalog import VARIANTS
 from itersg.data.extract import extract_zip, free_bytes
 from itersg.errors import UserError
 from itersg.files import FORCE_OPTION, check_output_folder, write_text_atomic
@@ -207,6 +208,11 @@ def _parse_folder(raw: Any, path: Path, index: int, entries: dict[str, Entry]) -
     if any(entries[s].kind != "zip" or entries[s].dest != folder for s in sources):
         raise _field_error(path, where, "from", f"must name zip entries whose dest is {folder}")
     return FolderCheck(path=folder, expect_files=expect_files, sources=tuple(sources))
+
+
+def released_variants(entry_name: str) -> list[str]:
+    """The catalogue's variants whose released trained checkpoint the manifest entry ``entry_name`` holds."""
+    return [name for name, variant in VARIANTS.items() if variant.released == entry_name]
 
 
 def load_manifest(path: Path | None = None) -> Manifest:
@@ -432,6 +438,9 @@ class _Fetcher:
             ) from None
         self.record(entry, final, digest)
         self.log(f"{entry.name}: verified (sha256 {digest})")
+        for variant in released_variants(entry.name):
+            self.log(f"{entry.name}: evaluate it with `itersg evaluate --variant {variant} --checkpoint {final} "
+                     "--out DIR`")
         return None
 
     def fetch_zip(self, entry: Entry) -> None:

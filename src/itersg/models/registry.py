@@ -12,7 +12,6 @@ classes for the demo and the tests.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,16 +28,6 @@ __all__ = ["METHODS", "VARIANTS", "Variant", "build_aux_head", "build_backbone",
            "count_parameters", "get_variant"]
 
 
-def _import_sibling(module: str, variant: str):
-    try:
-        return importlib.import_module(f"itersg.models.{module}")
-    except ModuleNotFoundError as err:
-        if err.name != f"itersg.models.{module}":
-            raise
-        raise UserError(f"variant {variant!r} needs itersg.models.{module}, "
-                        "which this installation lacks") from None
-
-
 def build_backbone(variant: str, *, overrides: Mapping[str, Any] | None = None,
                    transformer_level: str | None = None) -> nn.Module:
     """The backbone (+ FPN) of ``variant``; ``transformer_level`` (VoVNet only) replaces the variant's
@@ -51,8 +40,9 @@ def build_backbone(variant: str, *, overrides: Mapping[str, Any] | None = None,
     if transformer_level not in TRANSFORMER_LEVELS:
         raise UserError(f"model.transformer_level: {transformer_level!r} is not one of "
                         f"{list(TRANSFORMER_LEVELS)}")
-    vovnet = _import_sibling("backbones.vovnet", variant)
-    return vovnet.build_vovnet_fpn(spec.depth, out_level=transformer_level, overrides=backbone_overrides)
+    from itersg.models.backbones.vovnet import build_vovnet_fpn  # timm: only the VoVNet variants load it
+
+    return build_vovnet_fpn(spec.depth, out_level=transformer_level, overrides=backbone_overrides)
 
 
 def build_aux_head(variant: str, backbone: nn.Module, *, num_classes: int = 150,
@@ -61,10 +51,10 @@ def build_aux_head(variant: str, backbone: nn.Module, *, num_classes: int = 150,
     spec = get_variant(variant)
     if spec.aux_head is None:
         return None
-    centermask = _import_sibling("detectors.centermask", variant)
-    return centermask.build_centermask_heads(num_classes=num_classes, mask_classes=80,
-                                             in_channels=backbone.out_channels,
-                                             overrides=check_overrides(overrides).get("aux_head"))
+    from itersg.models.detectors.centermask import build_centermask_heads
+
+    return build_centermask_heads(num_classes=num_classes, mask_classes=80, in_channels=backbone.out_channels,
+                                  overrides=check_overrides(overrides).get("aux_head"))
 
 
 def build_model(variant: str, *, num_classes: int = 150, num_predicates: int = 50,

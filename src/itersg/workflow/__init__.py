@@ -7,6 +7,7 @@ the Snakefile and ``snakemake -n`` load this package (tests/pipeline/test_workfl
 
 * ``paths``: where every stage writes; ``slurm``: what the jobs ask SLURM for;
 * ``dag``: the jobs of the workflow as Snakemake builds them; ``dvc_stages``: dvc.yaml from them;
+* ``code_deps``: the source files each job's command runs, from the import graph;
 * ``failures``: failed-status metrics files for the evaluations a failed run left missing.
 
 May import: itersg.errors, itersg.files, itersg.config, itersg.catalog.

@@ -4,6 +4,7 @@
 derived from it. ``rerun_reasons`` says which jobs Snakemake would run now and why, and
 ``changed_jobs`` which jobs are out of date by themselves (their params, input files or outputs), as
 ``dvc status`` reports stages: that is how Snakemake's rerun decisions are compared with DVC's.
+``upstream_jobs`` follows a built DAG's edges back from one output (why an evaluation is missing).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from itersg.errors import UserError
 
 @dataclass
 class Job:
-    """One job of the Snakemake DAG."""
+    """One job of the Snakemake DAG: its rule (name, place among the workflow's rules and shell command
+    as written, placeholders unfilled), input, output and log files and wildcards."""
 
     rule: str
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     wildcards: dict[str, str] = field(default_factory=dict)
+    rule_index: int = 0
+    command: str = ""
+    logs: list[str] = field(default_factory=list)
 
     @property
     def stage_name(self) -> str:
@@ -64,13 +69,30 @@ def snakemake_dag(root: Path, mode: str, forceall: bool = False) -> Iterator[Any
 
 
 def _job(job: Any) -> Job:
-    return Job(job.rule.name, [str(f) for f in job.input], [str(f) for f in job.output], dict(job.wildcards))
+    rules = [rule.name for rule in job.rule.workflow.rules]
+    return Job(job.rule.name, [str(f) for f in job.input], [str(f) for f in job.output], dict(job.wildcards),
+               rules.index(job.rule.name), job.rule.shellcmd or "", [str(f) for f in job.log])
+
+
+def upstream_jobs(dag: Any, target: str) -> list[tuple[str, list[str]]]:
+    """(log, outputs) of the job of ``dag`` (a ``snakemake.dag.DAG``) that writes ``target`` and of every job
+    it depends on, nearest first (breadth first); empty when no job writes ``target``."""
+    start = [job for job in dag.jobs if target in {str(f) for f in job.output}]
+    order, seen = [], set(start)
+    while start:
+        order += start
+        start = [dep for job in start for dep in dag.dependencies[job] if dep not in seen]
+        seen.update(start)
+        start = list(dict.fromkeys(start))
+    return [(str(job.log[0]), [str(f) for f in job.output]) for job in order if job.log]
 
 
 def workflow_jobs(root: Path, mode: str) -> list[Job]:
-    """Every job of the workflow in ``root`` for ``mode`` (full or demo), except the ``all`` target."""
+    """Every job of the workflow in ``root`` for ``mode`` (full or demo), except the ``all`` target, in the
+    order of their rules in the workflow, then of their stage names."""
     with snakemake_dag(root, mode, forceall=True) as dag:
-        return [_job(job) for job in dag.jobs if job.rule.name != "all"]
+        jobs = [_job(job) for job in dag.jobs if job.rule.name != "all"]
+    return sorted(jobs, key=lambda job: (job.rule_index, job.stage_name))
 
 
 # Why Snakemake runs a job: its ``Reason`` attribute -> the name used here.

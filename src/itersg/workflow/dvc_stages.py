@@ -3,8 +3,9 @@
 Snakemake owns execution; DVC owns versioning. Every Snakemake job becomes one DVC stage whose
 ``cmd`` asks Snakemake (``itersg pipeline run``) to build exactly that job's outputs with the profile
 the user chose, whose deps/outs are that job's inputs/outputs (read through Snakemake's API,
-``itersg.workflow.dag``), and whose ``params`` are the params.yaml keys that decide the job's settings
-(the ``x-stages`` annotations of the params schema, ``config.stage_keys``).
+``itersg.workflow.dag``) plus the source files its command runs (``itersg.workflow.code_deps``), and
+whose ``params`` are the params.yaml keys that decide the job's settings (the ``x-stages`` annotations of
+the params schema, ``config.stage_keys``).
 
 Each mode has its own file: ``dvc.yaml`` (the study) and ``demo/dvc.yaml`` (the demo; its stages run
 from the project root, ``wdir: ..``), so the demo runs through ``dvc repro demo/dvc.yaml`` without
@@ -22,22 +23,10 @@ import yaml
 
 from itersg.config import stage_keys
 from itersg.files import write_text_atomic
+from itersg.workflow.code_deps import ImportGraph
 from itersg.workflow.dag import Job, workflow_jobs
 from itersg.workflow.paths import params_stage
 
-# Code each rule runs: a change here reruns the rule's stages under DVC.
-RULE_CODE = {
-    "synth": ["src/itersg/data"],
-    "fetch_vg": ["src/itersg/data"],
-    "fetch_detr": ["src/itersg/data"],
-    "verify": ["src/itersg/data"],
-    "prepare": ["src/itersg/data"],
-    "pretrain_detr": ["src/itersg/data", "src/itersg/models", "src/itersg/engine"],
-    "replicate_decoder": ["src/itersg/models"],
-    "train": ["src/itersg/data", "src/itersg/models", "src/itersg/engine"],
-    "evaluate": ["src/itersg/data", "src/itersg/models", "src/itersg/evaluation"],
-    "report": ["src/itersg/report", "src/itersg/visualize"],
-}
 # The dvc.yaml of each mode, relative to the project root.
 DVC_FILES = {"full": PurePosixPath("dvc.yaml"), "demo": PurePosixPath("demo/dvc.yaml")}
 DVC_GENERATOR = "itersg pipeline dvc"  # the mark of HEADER (itersg.files.output_mark reads it back)
@@ -106,13 +95,14 @@ def evaluation_keys(params: Mapping[str, Any], mode: str) -> list[str]:
     return keys
 
 
-def job_stage(job: Job, params: Mapping[str, Any], mode: str) -> dict[str, Any]:
-    """The dvc.yaml stage that runs ``job`` through Snakemake."""
+def job_stage(job: Job, params: Mapping[str, Any], mode: str, code: list[str] = ()) -> dict[str, Any]:
+    """The dvc.yaml stage that runs ``job`` through Snakemake; ``code``: the source files its command
+    runs (``code_deps``), relative to the project root."""
     stage: dict[str, Any] = {}
     if DVC_FILES[mode].parent != PurePosixPath("."):
         stage["wdir"] = "/".join(".." for _ in DVC_FILES[mode].parent.parts)
     stage["cmd"] = f"itersg pipeline run --mode {mode} --rule {job.rule} " + " ".join(job.outputs)
-    stage["deps"] = [*job.inputs, *RULE_CODE.get(job.rule, [])]
+    stage["deps"] = [*job.inputs, *code]
     if param_keys := job_param_keys(job, params, mode):
         stage["params"] = param_keys
     metrics = [out for out in job.outputs if out.endswith("metrics.json")]
@@ -131,12 +121,14 @@ def dvc_yaml(root: Path, params: Mapping[str, Any], mode: str = "full") -> str:
     import itersg.workflow.paths as paths
     from itersg.config import resolve_params
 
-    order = list(RULE_CODE)
-    jobs = sorted(workflow_jobs(root, mode), key=lambda job: (order.index(job.rule), job.stage_name))
+    jobs = workflow_jobs(root, mode)
+    graph = ImportGraph.of_project(root)
     resolved = resolve_params({**params, "mode": mode})
     up = "".join("../" for _ in DVC_FILES[mode].parent.parts)
+    code = {command: [path.relative_to(Path(root).resolve()).as_posix() for path in graph.command_files(command)]
+            for command in {job.command for job in jobs}}
     document = {
-        "stages": {job.stage_name: job_stage(job, params, mode) for job in jobs},
+        "stages": {job.stage_name: job_stage(job, params, mode, code[job.command]) for job in jobs},
         "plots": [{f"{up}{paths.curves_dir(resolved, v)}/plots/metrics": {"x": "step"}}
                   for v in resolved["study"]["variants"]],
     }

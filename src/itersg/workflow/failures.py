@@ -16,21 +16,24 @@ from typing import Any
 
 from itersg.files import write_text_atomic
 from itersg.workflow import paths
+from itersg.workflow.dag import upstream_jobs
 
 # Lines that say what went wrong, best first: the CLI's own one-line errors, then exceptions and
 # SLURM's messages (srun's "task N: Exited with exit code" lines say only that something failed).
 ERROR_MARKERS = (("itersg: error:",), ("Error", "Killed", "CANCELLED", "DUE TO TIME LIMIT", "error:"))
 
 
-def failure_reason(params: Mapping[str, Any], variant: str, iteration: int, root: Path) -> str:
-    """Why ``variant`` has no metrics at ``iteration``: the failed job and its log's error.
+def failure_reason(dag: Any, metrics_file: str, root: Path) -> str:
+    """Why ``metrics_file`` is missing: the failed job and its log's error, following the edges of ``dag``
+    (the workflow's ``snakemake.dag.DAG``) back from the evaluation that writes it.
 
-    The failed job is one whose output is missing and whose log exists; of several, the one whose log was
+    The failed job is one with a missing output and an existing log; of several, the one whose log was
     written last (a log left by an earlier run of a job that did not run this time is older), and of
     those the one nearest to the evaluation.
     """
-    failed = [(log, root / log) for log, output in paths.upstream_jobs(params, variant, iteration)
-              if not (root / output).exists() and (root / log).is_file()]  # not done, and started
+    failed = [(log, root / log) for log, outputs in upstream_jobs(dag, metrics_file)
+              if not all((root / output).exists() for output in outputs)
+              and (root / log).is_file()]  # not done, and started
     if not failed:
         return "not run: a job it depends on failed (see the Snakemake log)"
     log, log_path = max(failed, key=lambda job: job[1].stat().st_mtime)  # max keeps the first (nearest) of ties
@@ -47,15 +50,17 @@ def last_error_line(log: Path) -> str:
     return lines[-1][:300] if lines else "the log is empty"
 
 
-def write_failure_metrics(params: Mapping[str, Any], root: Path = Path()) -> list[Path]:
-    """Write a failed-status metrics file for every missing evaluation; return them (may be empty)."""
+def write_failure_metrics(params: Mapping[str, Any], dag: Any, root: Path = Path()) -> list[Path]:
+    """Write a failed-status metrics file for every missing evaluation of the study run by ``dag`` (the
+    workflow's ``snakemake.dag.DAG``); return them (may be empty)."""
     out_dir = root / paths.failed_metrics_dir(params)
     written = []
     for variant, iteration in paths.evaluations(params):
-        if (root / paths.metrics_file(params, variant, iteration)).exists():
+        metrics_file = paths.metrics_file(params, variant, iteration)
+        if (root / metrics_file).exists():
             continue
         record = {"variant": variant, "iteration": int(iteration), "status": "failed",
-                  "error": failure_reason(params, variant, iteration, root)}
+                  "error": failure_reason(dag, metrics_file, root)}
         written.append(write_text_atomic(out_dir / f"{variant}_{iteration}.json",
                                          json.dumps(record, indent=1) + "\n"))
     return written

@@ -149,20 +149,6 @@ def failed_metrics_dir(params: Mapping[str, Any]) -> str:
     return str(results_dir(params) / "failed")
 
 
-def upstream_jobs(params: Mapping[str, Any], variant: str, iteration: int | str) -> list[tuple[str, str]]:
-    """(log, output) of every job one evaluation depends on, from the evaluation back to the data."""
-    jobs = [(log_file(params, "evaluate", f"{variant}_{iteration}"), metrics_file(params, variant, iteration)),
-            (log_file(params, "train", variant), final_weights(params, variant))]
-    if starts_from_detr(variant) and params["detr_weights"]["source"] == "pretrain":
-        jobs += [(log_file(params, "replicate_decoder"), replicated_init(params)),
-                 (log_file(params, "pretrain_detr"), f"{detr_pretrain_dir(params)}/model_final.pth")]
-    elif starts_from_detr(variant):
-        jobs.append((log_file(params, "fetch_detr"), released_detr(params)))
-    data_job = "synth" if params["mode"] == "demo" else "fetch_vg"
-    return [*jobs, (log_file(params, "prepare"), prepare_summary(params)),
-            (log_file(params, "verify"), verified_flag(params)), (log_file(params, data_job), vg_files(params)["h5"])]
-
-
 def evaluations(params: Mapping[str, Any]) -> list[tuple[str, int]]:
     """(variant, iteration) of every evaluation of the study, variant-major: each variant at its own
     ``eval_iterations`` where it has them, else at the study's."""
