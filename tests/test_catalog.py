@@ -10,7 +10,7 @@ from itersg.catalog import STUDY_LEVEL_AS_RUN, VARIANTS, get_variant
 from itersg.config import load_params, params_schema
 from itersg.errors import UserError
 from itersg.report.tables import STUDY_REFS, published_row, reference_rows
-from itersg.workflow.paths import starts_from_detr
+from itersg.workflow.paths import initial_weights
 
 PARAMS = "params.yaml"
 
@@ -49,9 +49,15 @@ def test_the_default_study_runs_the_published_rows_and_their_p5_versions():
     assert params["model"]["transformer_level"] is None  # each variant's own
 
 
-def test_only_the_resnet_variants_start_from_the_vg_detr():
-    assert {name for name in VARIANTS if starts_from_detr(name)} == {
-        "r101-detr", "r101-detr-speaq", "r101-detr-speaq-baseline"}
+def test_each_variant_starts_from_the_detector_its_catalogue_entry_names():
+    released, pretrained = load_params(PARAMS), load_params(PARAMS, ["detr_weights.source=pretrain"])
+    starts = {name: (initial_weights(released, name), initial_weights(pretrained, name)) for name in VARIANTS}
+    assert {name for name, files in starts.items() if files[0]} == {
+        "r101-detr", "r101-detr-speaq", "r101-detr-speaq-baseline", "egtr-r50"}
+    assert starts["r101-detr"] == (["resources/weights/iterativesg_detr_vg.pth"],
+                                   ["results/full/weights/r101-detr_init.pth"])
+    assert starts["egtr-r50"] == (["resources/weights/egtr_detr_vg.ckpt"],
+                                  ["results/full/deformable_detr/model_final.pth"])
 
 
 def test_the_speaq_recipe_comes_from_the_catalogue_and_params_win():

@@ -18,7 +18,8 @@ def test_full_defaults_are_the_published_recipe():
     assert params["train"]["iterations"] == 250_000
     assert params["train"]["batch_size"] == 12 and params["train"]["gpus"] == 4
     assert params["study"]["eval_iterations"] == [100_000, 250_000]
-    assert len(params["study"]["variants"]) == 15  # the 7 published rows, 6 of them at P5, SpeaQ and its baseline
+    # the 7 published rows, 6 of them at P5, SpeaQ and its baseline, EGTR
+    assert len(params["study"]["variants"]) == 16
     assert all(v == {"alpha": 0.07, "beta": 0.75} for v in params["variants"].values())
     # SpeaQ's README recipe (the catalogue's): batch 20, 150k iterations (LR drop at 0.64 x 150k = 96k)
     for name in ("r101-detr-speaq", "r101-detr-speaq-baseline"):
@@ -26,6 +27,14 @@ def test_full_defaults_are_the_published_recipe():
     assert variant_recipe(params, "r101-detr") == {"iterations": 250_000, "batch_size": 12,
                                                    "eval_iterations": [100_000, 250_000]}
     assert for_variant(params, "r101-detr-speaq")["train"]["iterations"] == 150_000
+    # EGTR's (catalogue): batch 64, 75 epochs of 902 iterations, its three learning rates and clip
+    egtr = for_variant(params, "egtr-r50")["train"]
+    assert (egtr["iterations"], egtr["batch_size"]) == (67_650, 64)
+    assert {k: egtr[k] for k in ("lr", "lr_backbone", "lr_new", "clip_max_norm")} == {
+        "lr": 2e-6, "lr_backbone": 2e-7, "lr_new": 2e-4, "clip_max_norm": 0.1}
+    assert for_variant(params, "r101-detr")["train"]["lr"] == 1e-4  # the study's
+    own = load_params(PARAMS, ["variants.egtr-r50.lr_new=1e-3"])
+    assert for_variant(own, "egtr-r50")["train"]["lr_new"] == 1e-3
 
 
 def test_a_variant_cannot_evaluate_past_its_own_iterations():

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from itersg.errors import UserError
 
-METHODS = ("iterativesg", "speaq")
+METHODS = ("iterativesg", "speaq", "egtr")
 PROTOCOLS = ("sgdet",)
 TRANSFORMER_LEVELS = ("P3", "P4", "P5", "P6", "P7")
 STUDY_LEVEL_AS_RUN = "P7"  # the FPN level the ETRI code handed its transformer (its last output)
@@ -30,23 +30,30 @@ STUDY_LEVEL_AS_RUN = "P7"  # the FPN level the ETRI code handed its transformer 
 @dataclass(frozen=True)
 class Recipe:
     """A variant's own training recipe; None = the study's (``train.iterations``, ``train.batch_size``,
-    ``study.eval_iterations``). params.yaml's ``variants.<name>`` wins over both."""
+    ``study.eval_iterations``); ``train``: optimiser settings that replace the study's ``train.<key>``
+    (``TRAIN_RECIPE_KEYS``). params.yaml's ``variants.<name>`` wins over both."""
 
     iterations: int | None = None
     batch_size: int | None = None
     eval_iterations: tuple[int, ...] | None = None
+    train: tuple[tuple[str, float], ...] = ()
+
+
+# The study's ``train.<key>`` settings a variant's recipe or ``variants.<name>`` may replace.
+TRAIN_RECIPE_KEYS = ("lr", "lr_backbone", "lr_new", "weight_decay", "lr_drop_fraction", "clip_max_norm")
 
 
 @dataclass(frozen=True)
 class Variant:
     """One trainable model of the study.
 
-    ``backbone``/``depth``: "resnet" 101 or "vovnet" 39/57/99; ``detector``: "detr" (no extra head) or
-    "centermask" (CenterMask's FCOS and mask heads beside DETR); ``transformer_level``: the FPN level the
-    transformer reads (VoVNet; the ResNet variants read res5); ``init``: "vg-detr" = starts from the
-    VG-pretrained DETR with its decoder replicated (``detr_weights.source``), None = from the backbone
-    builder's own initialisation; ``published``: the ``ref`` of its rows in the report's
-    reference_results.csv, None if none; ``label``: backbone and detector as that table spells them;
+    ``backbone``/``depth``: "resnet" 101 (detectron2 layout) or 50 (timm, EGTR), or "vovnet" 39/57/99;
+    ``detector``: "detr" (no extra head), "centermask" (CenterMask's FCOS and mask heads beside DETR) or
+    "deformable-detr" (EGTR's); ``transformer_level``: the FPN level the transformer reads (VoVNet; the
+    ResNet variants read res5); ``init``: "vg-detr" = starts from the VG-pretrained DETR with its decoder
+    replicated (``detr_weights.source``), "vg-deformable-detr" = from the VG-pretrained Deformable DETR
+    (EGTR), None = from the backbone builder's own initialisation; ``published``: the ``ref`` of its rows
+    in the report's reference_results.csv, None if none; ``label``: backbone and detector as that table spells them;
     ``released``: the download manifest's entry holding the authors' trained checkpoint of it, if any
     (``itersg fetch`` then says how to evaluate it).
     """
@@ -67,15 +74,19 @@ class Variant:
     @property
     def aux_head(self) -> str | None:
         """The extra detection head beside DETR's, if any."""
-        return None if self.detector == "detr" else self.detector
-
-    @property
-    def starts_from_detr(self) -> bool:
-        return self.init == "vg-detr"
+        return "centermask" if self.detector == "centermask" else None
 
 
 # SpeaQ's README recipe: batch 20, 150k iterations (the LR drop at 0.64 x 150k = 96k), evaluated at the end.
 SPEAQ_RECIPE = Recipe(iterations=150_000, batch_size=20, eval_iterations=(150_000,))
+# EGTR's train_egtr.py: batch 4 x 8 GPUs x 2 accumulated = 64, 50 epochs then 25 at 0.1 x lr, over RelTR's
+# 57,723 training images: 902 iterations an epoch, 75 epochs (docs/egtr.md: the correspondence).
+# Its learning rates: 2e-6 for what the pretrained detector holds, 2e-7 for the backbone, the reference points
+# and the sampling offsets, 2e-4 for the new relation head; AdamW weight decay 1e-4, gradient clip 0.1; the
+# fine-tuning's x0.1 after the 50th epoch is the step drop at 50 / 75 of the iterations.
+EGTR_RECIPE = Recipe(iterations=67_650, batch_size=64, eval_iterations=(67_650,),
+                     train=(("lr", 2e-6), ("lr_backbone", 2e-7), ("lr_new", 2e-4), ("weight_decay", 1e-4),
+                            ("lr_drop_fraction", 50 / 75), ("clip_max_norm", 0.1)))
 _VOVNET_REFS = {("detr", 39): "B", ("detr", 57): "C", ("detr", 99): "D",
                 ("centermask", 39): "E", ("centermask", 57): "F", ("centermask", 99): "G"}
 
@@ -107,7 +118,9 @@ def _catalogue() -> dict[str, Variant]:
     # IterativeSG's r101-detr under another name, trained with SpeaQ's recipe (SpeaQ's baseline)
     baseline = replace(iterativesg[0], name="r101-detr-speaq-baseline", recipe=SPEAQ_RECIPE, published=None,
                        released=None)
-    return {v.name: v for v in (*iterativesg, *speaq, baseline)}
+    egtr = Variant("egtr-r50", "egtr", "resnet", 50, "deformable-detr", ("ResNet-50", "Deformable DETR"),
+                   init="vg-deformable-detr", recipe=EGTR_RECIPE, published="EGTR", released="egtr-final")
+    return {v.name: v for v in (*iterativesg, *speaq, baseline, egtr)}
 
 
 VARIANTS: dict[str, Variant] = _catalogue()

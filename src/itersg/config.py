@@ -261,11 +261,23 @@ def variant_recipe(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
     return recipe
 
 
+def variant_train_settings(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """The optimiser settings (``catalog.TRAIN_RECIPE_KEYS``) ``variant`` replaces the study's ``train`` ones
+    with: its catalogue recipe's (EGTR's learning rates), then its own ``variants.<name>`` values."""
+    from itersg.catalog import TRAIN_RECIPE_KEYS, VARIANTS
+
+    settings = dict(VARIANTS[variant].recipe.train) if variant in VARIANTS else {}
+    own = params["variants"].get(variant, {})
+    return {**settings, **{key: own[key] for key in TRAIN_RECIPE_KEYS if key in own}}
+
+
 def for_variant(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
-    """``params`` with the study's recipe keys replaced by ``variant``'s (``variant_recipe``)."""
+    """``params`` with the study's recipe keys replaced by ``variant``'s (``variant_recipe``,
+    ``variant_train_settings``)."""
     recipe = variant_recipe(params, variant)
-    return deep_merge(params, {"train": {"iterations": recipe["iterations"], "batch_size": recipe["batch_size"]},
-                               "study": {"eval_iterations": recipe["eval_iterations"]}})
+    train = {"iterations": recipe["iterations"], "batch_size": recipe["batch_size"],
+             **variant_train_settings(params, variant)}
+    return deep_merge(params, {"train": train, "study": {"eval_iterations": recipe["eval_iterations"]}})
 
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:

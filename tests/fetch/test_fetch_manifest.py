@@ -30,7 +30,7 @@ def test_packaged_manifest_is_complete():
             assert entry.instructions and entry.sha256 is None
         if entry.kind == "zip":
             assert entry.strip_components == 1 and entry.size and entry.sha256
-    assert set(manifest.groups) == {"vg", "weights", "iterativesg"}
+    assert set(manifest.groups) == {"vg", "weights", "iterativesg", "egtr"}
     (folder,) = manifest.folders
     assert (folder.path, folder.expect_files) == ("vg/VG_100K", 108_249)
 
@@ -42,6 +42,7 @@ def test_packaged_manifest_places_what_the_pipeline_reads():
     assert set(paths.vg_files(params).values()) | {paths.image_dir(params)} == vg_dests
     released = manifest.entries["iterativesg-detr-vg"]
     assert f"resources/{released.dest}" == paths.released_detr(params)
+    assert f"resources/{manifest.entries['egtr-detr-vg'].dest}" == paths.released_deformable_detr(params)
     speaq = manifest.entries["speaq-final"]  # the released SpeaQ checkpoint, placed by hand
     assert speaq.manual and speaq.dest == "weights/speaq_final.pth" and speaq.group == "iterativesg"
 
@@ -49,7 +50,8 @@ def test_packaged_manifest_places_what_the_pipeline_reads():
 def test_each_released_checkpoint_of_the_catalogue_is_a_manual_entry():
     manifest = load_manifest()
     released = {name: variant.released for name, variant in VARIANTS.items() if variant.released}
-    assert released == {"r101-detr": "iterativesg-final", "r101-detr-speaq": "speaq-final"}
+    assert released == {"r101-detr": "iterativesg-final", "r101-detr-speaq": "speaq-final",
+                        "egtr-r50": "egtr-final"}
     assert all(manifest.entries[entry].manual for entry in released.values())
 
 

@@ -139,11 +139,12 @@ def test_resnet_overrides_change_depth_width_and_statistics():
         resnet_config({"pixel_stats": "caffe"})
 
 
-def test_registry_names_the_seven_variants_their_p5_and_speaq_versions():
+def test_registry_names_the_seven_variants_their_p5_and_speaq_versions_and_egtr():
     published = ["r101-detr", "vovnet39-detr", "vovnet57-detr", "vovnet99-detr",
                  "vovnet39-centermask", "vovnet57-centermask", "vovnet99-centermask"]
     isg = [*published, *(f"{name}-p5" for name in published[1:])]
-    assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg), "r101-detr-speaq-baseline"]
+    assert list(VARIANTS) == [*isg, *(f"{name}-speaq" for name in isg), "r101-detr-speaq-baseline", "egtr-r50"]
+    assert VARIANTS["egtr-r50"].method == "egtr" and VARIANTS["egtr-r50"].aux_head is None
     assert VARIANTS["r101-detr-speaq-baseline"].method == "iterativesg"
     assert {VARIANTS[name].method for name in isg} == {"iterativesg"}
     assert VARIANTS["vovnet57-centermask-speaq"].method == "speaq"

@@ -20,9 +20,11 @@ def recall_at_20(predictions: list[dict], targets: list[dict]) -> float:
 
 
 def overfit(model: torch.nn.Module, criterion: torch.nn.Module, images: list, targets: list[dict],
-            max_iterations: int = 600, goal: float = 0.9) -> tuple[float, float, int]:
-    """AdamW (lr 1e-3, clip 1.0) on the same images until R@20 >= goal: (R@20 at the start, then at the end,
-    and the iterations it took). R@20 is measured every 25 iterations in eval mode."""
+            max_iterations: int = 600, goal: float = 0.9, optimizer: torch.optim.Optimizer | None = None,
+            clip: float = 1.0) -> tuple[float, float, int]:
+    """AdamW (default: lr 1e-3 for all) with gradient clipping on the same images until R@20 >= goal: (R@20
+    at the start, then at the end, and the iterations it took). R@20 is measured every 25 iterations in
+    eval mode."""
 
     def evaluate() -> float:
         model.eval()
@@ -32,13 +34,13 @@ def overfit(model: torch.nn.Module, criterion: torch.nn.Module, images: list, ta
         model.train()
         return recall_at_20(predictions, targets)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     start, recall = evaluate(), 0.0
     for iteration in range(1, max_iterations + 1):
         loss = criterion.weighted_total(criterion(model(images), targets))
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         if iteration % 25 == 0:
             recall = evaluate()

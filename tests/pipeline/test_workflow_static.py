@@ -44,6 +44,22 @@ def test_full_dag_covers_every_variant_and_checkpoint():
     for variant in ("r101-detr", "r101-detr-speaq", "r101-detr-speaq-baseline"):
         assert "resources/weights/iterativesg_detr_vg.pth" in inputs[variant], variant
     assert "resources/weights/iterativesg_detr_vg.pth" not in inputs["vovnet39-detr"]
+    # EGTR: evaluated at its recipe's end beside its published row, from EGTR's released Deformable DETR
+    assert ("egtr-r50", 67650) in evaluated
+    assert published_row("egtr-r50", 67650, reference_rows())["ref"] == "EGTR"
+    assert "resources/weights/egtr_detr_vg.ckpt" in inputs["egtr-r50"]
+    assert {job.rule for job in jobs} >= {"fetch_detr", "fetch_egtr_detr"}
+
+
+def test_without_released_detectors_the_study_pretrains_both_detr_and_deformable_detr():
+    jobs = workflow_jobs(ROOT, "full", {"detr_weights": {"source": "pretrain"}})
+    inputs = {job.wildcards["variant"]: job.inputs for job in jobs if job.rule == "train"}
+    assert "results/full/deformable_detr/model_final.pth" in inputs["egtr-r50"]
+    assert "results/full/weights/r101-detr_init.pth" in inputs["r101-detr"]
+    pretrain = next(job for job in jobs if job.rule == "pretrain_deformable_detr")
+    assert pretrain.outputs == ["results/full/deformable_detr/model_final.pth"]
+    assert "--variant egtr-r50" in pretrain.command
+    assert not {"fetch_detr", "fetch_egtr_detr"} & {job.rule for job in jobs}
 
 
 def test_committed_dvc_files_are_generated_from_the_workflow():

@@ -336,3 +336,38 @@ def test_speaq_row_sits_beside_the_published_speaq_row(study, tmp_path):
     assert not parsed.cells(variant="r101-detr-speaq", iteration=250000, metric="R@50", source="published")
     assert parsed.cells(variant="r101-detr", iteration=100000, metric="R@50", source="published")
     assert "not in study" not in html
+
+
+def test_egtr_row_and_its_speed_note(study, tmp_path):
+    """egtr-r50 @ 67,650 sits beside EGTR's published row, with the note on how EGTR timed its s/img."""
+    from report_fixtures import metrics_document
+
+    document = metrics_document("egtr-r50", 67650, 11, 42510356, 23454912)
+    metrics = write_json(tmp_path / "eval" / "egtr-r50" / "67650" / "metrics.json", document)
+    out = write_report(ReportRequest(metrics=[str(study.metrics[("r101-detr", 250000)]), str(metrics)],
+                                     out=tmp_path / "report.html"))
+    html = out.read_text()
+    parsed = parse_report(html)
+    published = {metric: parsed.cells(variant="egtr-r50", iteration=67650, metric=metric, source="published")[0]
+                 for metric in ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "AP50", "AP", "s_per_image")}
+    assert {m: c["text"] for m, c in published.items()} == {
+        "R@20": "23.50", "R@50": "30.20", "R@100": "34.40", "mR@20": "5.50", "mR@50": "7.90", "mR@100": "10.10",
+        "AP50": "30.55", "AP": "—", "s_per_image": "0.0680"}
+    [diff] = parsed.cells(variant="egtr-r50", iteration=67650, metric="R@50", source="diff")
+    assert float(diff["data-value"]) == pytest.approx(100 * document["sgdet"]["R@50"] - 30.2)
+    assert 'data-check="match"' in html  # 42,510,356 parameters, as counted from EGTR's code
+    # the note: a link on EGTR's published lines (both tables), the paragraph under the speed table, the notes list
+    links = [e for e in parsed.elements if e["tag"] == "a" and "note-mark" in e.get("class", "")]
+    assert [e["data-ref"] for e in links] == ["EGTR", "EGTR"] and links[0]["href"] == "#published-note-EGTR"
+    [paragraph] = re.findall(r'<p class="note published-note" id="published-note-EGTR"[^>]*>(.*?)</p>', html, re.S)
+    [item] = re.findall(r'<li data-ref="EGTR">(.*?)</li>', html, re.S)
+    for text in (paragraph, item):
+        assert "600/1000" in text and "V100" in text and "800/1333" in text
+    assert "egtr-r50" in paragraph
+    # the r101-detr row has no note
+    assert html.count("note-mark") == 2
+
+
+def test_reports_without_a_noted_row_have_no_published_note(report):
+    html, _ = report
+    assert "published-note" not in html and "note-mark" not in html

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 from pathlib import Path
 
@@ -36,11 +38,16 @@ def test_packaged_reference_matches_its_provenance_note():
     [recorded] = re.findall(r"sha256:\*\* `([0-9a-f]{64})`", note)
     assert hashlib.sha256(data).hexdigest() == recorded
     assert "etri-iterativeSG README" in note
+    assert "## The EGTR row" in note and "67,650" in note and "34.3" in note  # the R@100 it does not use
 
 
 @pytest.mark.skipif(not SHARED_CSV.is_file(), reason="shared/ is not beside the checkout")
-def test_packaged_reference_is_the_shared_copy():
-    assert (PACKAGE / "reference_results.csv").read_bytes() == SHARED_CSV.read_bytes()
+def test_packaged_reference_extends_the_shared_copy():
+    """The shared copy's rows, unchanged and in order, then the rows added here (EGTR) and the ``note`` column."""
+    shared = list(csv.DictReader(io.StringIO(SHARED_CSV.read_text())))
+    packaged = reference_rows()
+    assert [{k: row[k] for k in shared[0]} for row in packaged[:len(shared)]] == shared
+    assert [row["ref"] for row in packaged[len(shared):]] == ["EGTR"]
 
 
 @pytest.mark.parametrize(("measured", "published", "evaluated", "verdict"), [
@@ -75,6 +82,43 @@ def test_speaq_has_the_released_checkpoint_row():
     assert published_row("r101-detr-speaq", 250000, rows) is None
     assert published_row("vovnet39-detr-speaq", 150000, rows) is None
     assert published_row("r101-detr", 150000, rows) is None
+
+
+def test_egtr_has_its_published_row_at_the_catalogue_recipe():
+    from itersg.catalog import VARIANTS
+
+    rows = reference_rows()
+    iterations = VARIANTS["egtr-r50"].recipe.iterations
+    assert iterations == 67650
+    row = published_row("egtr-r50", iterations, rows)
+    assert (row["project"], row["backbone"], row["detector"]) == (
+        "EGTR (released checkpoint)", "ResNet-50", "Deformable DETR")
+    assert (row["gpu"], row["n_gpus"], row["batch"], row["iterations"]) == ("V100", "8", "64", "67650")
+    assert [row[f"R@{k}"] for k in (20, 50, 100)] == ["23.5", "30.2", "34.4"]
+    assert [row[f"mR@{k}"] for k in (20, 50, 100)] == ["5.5", "7.9", "10.1"]
+    assert row["AP50"] == "30.55" and row["AP"] == "" and row["SGMeanRecall@50"] == ""
+    assert float(row["inference_s_per_img"]) == pytest.approx(1 / 14.7, abs=5e-5)  # 14.7 FPS
+    assert "600/1000" in row["note"] and "V100" in row["note"] and "800/1333" in row["note"]
+    assert row["source"]
+    assert published_total_params("egtr-r50", rows) == (42510356, "")
+    assert published_row("egtr-r50", 250000, rows) is None
+    assert published_row("r101-detr", 67650, rows) is None
+    # only the EGTR row carries a note so far
+    assert [r["ref"] for r in rows if r["note"]] == ["EGTR"]
+
+
+def test_published_notes_are_one_per_noted_row_shown():
+    from itersg.report.inputs import MetricsSelection
+    from itersg.report.tables import build_rows, published_notes
+
+    rows = build_rows(MetricsSelection([]), ["r101-detr", "egtr-r50"],
+                      {"r101-detr": [250000], "egtr-r50": [67650, 100]}, reference_rows())
+    assert [(row.variant, row.iteration, row.reference_note != "") for row in rows] == [
+        ("r101-detr", 250000, False), ("egtr-r50", 100, False), ("egtr-r50", 67650, True)]
+    [note] = published_notes(rows)
+    assert (note.ref, note.project, note.variants) == ("EGTR", "EGTR (released checkpoint)", ("egtr-r50",))
+    assert note.note == rows[2].reference_note
+    assert published_notes(rows[:1]) == []
 
 
 def test_recall_difference_is_in_percentage_points():

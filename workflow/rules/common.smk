@@ -44,12 +44,8 @@ def benchmark_path(rule_name, wildcard_part=""):
 
 def init_weights(wildcards):
     """Initial weights: the ResNet-101 variants (r101-detr and its SpeaQ versions) start from the
-    VG-pretrained DETR."""
-    if not paths.starts_from_detr(wildcards.variant):
-        return []
-    if P["detr_weights"]["source"] == "released":
-        return [paths.released_detr(P)]
-    return [paths.replicated_init(P)]
+    VG-pretrained DETR, EGTR from its VG-pretrained Deformable DETR."""
+    return paths.initial_weights(P, wildcards.variant)
 
 
 def init_arg(wildcards, input):

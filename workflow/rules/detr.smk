@@ -1,10 +1,12 @@
 # The IterativeSG initial weights of r101-detr: the released VG-pretrained DETR, or DETR pretrained here
-# on VG objects followed by decoder replication (detr_weights.source).
+# on VG objects followed by decoder replication (detr_weights.source). EGTR's: its released VG-pretrained
+# Deformable DETR, or the Deformable DETR pretrained here.
 
 if P["detr_weights"]["source"] == "released":
 
     localrules:
         fetch_detr,
+        fetch_egtr_detr,
 
     rule fetch_detr:
         output:
@@ -17,6 +19,18 @@ if P["detr_weights"]["source"] == "released":
             "../envs/itersg.yaml"
         shell:
             "itersg fetch iterativesg-detr-vg --dest resources > {log} 2>&1"
+
+    rule fetch_egtr_detr:
+        output:
+            weights=paths.released_deformable_detr(P),
+        log:
+            log_path("fetch_egtr_detr"),
+        benchmark:
+            benchmark_path("fetch_egtr_detr")
+        conda:
+            "../envs/itersg.yaml"
+        shell:
+            "itersg fetch egtr-detr-vg --dest resources > {log} 2>&1"
 
 else:
 
@@ -44,6 +58,31 @@ else:
             "../envs/itersg.yaml"
         shell:
             "{params.launch} itersg pretrain-detr --out {params.out} {params.itersg_args} > {log} 2>&1"
+
+    rule pretrain_deformable_detr:
+        input:
+            summary=paths.prepare_summary(P),
+        output:
+            weights=f"{paths.deformable_detr_pretrain_dir(P)}/model_final.pth",
+        params:
+            settings=settings_of("pretrain_deformable_detr"),
+            launch=LAUNCH,
+            itersg_args=ITERSG_ARGS,
+            out=lambda wildcards, output: os.path.dirname(output.weights),
+        priority: 10
+        log:
+            log_path("pretrain_deformable_detr"),
+        benchmark:
+            benchmark_path("pretrain_deformable_detr")
+        threads: JOB_THREADS
+        resources:
+            **TRAINING_RESOURCES,
+            runtime=runtime_of("pretrain_detr"),
+        conda:
+            "../envs/itersg.yaml"
+        shell:
+            "{params.launch} itersg pretrain-detr --variant egtr-r50 --out {params.out} {params.itersg_args}"
+            " > {log} 2>&1"
 
     rule replicate_decoder:
         input:

@@ -77,7 +77,7 @@ def _run_count_params(args: argparse.Namespace) -> int:
     build = build_detr if args.detr else build_model
     model = build(args.variant, overrides=overrides, transformer_level=level)
     counts: dict[str, Any] = count_parameters(model)
-    speaq = getattr(model.config, "speaq", None) if not args.detr else None
+    speaq = getattr(getattr(model, "config", None), "speaq", None) if not args.detr else None
     if speaq is not None:
         counts["relation_queries"] = model.config.num_relation_queries
         predicate_counts = _predicate_counts(args)

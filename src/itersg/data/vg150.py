@@ -179,10 +179,13 @@ class VG150Index:
         filter_empty_rels: drop images without relations (IterativeSG does; DETR pretraining need not).
         filter_duplicate_rels: keep one randomly drawn relation per (subject, object) pair, as the
             reference's training mapper does (``sample_predicate_per_pair``); default: train only.
+        rows: the h5 rows of the split when another rule chose them (EGTR's training split); default
+            ``split_rows``.
     """
 
     def __init__(self, root: str | Path, split: str, num_val_images: int = 5000, *,
-                 filter_empty_rels: bool = True, filter_duplicate_rels: bool | None = None) -> None:
+                 filter_empty_rels: bool = True, filter_duplicate_rels: bool | None = None,
+                 rows: np.ndarray | None = None) -> None:
         from itersg.data.verify import check_structure  # verify imports this module
 
         check_structure(root)  # one clear error for a broken file, before anything reads it
@@ -192,8 +195,10 @@ class VG150Index:
         self.h5_path = self.root / H5_FILE
         with h5py.File(self.h5_path, "r") as h5:  # the small per-image arrays; the flat ones stay on disk
             arrays = {name: h5[name][:] for name in INDEX_ARRAYS}
-        self.rows = split_rows(arrays["split"], arrays["img_to_first_box"], arrays["img_to_first_rel"], split,
-                               num_val_images, filter_empty_rels)
+        if rows is None:
+            rows = split_rows(arrays["split"], arrays["img_to_first_box"], arrays["img_to_first_rel"], split,
+                              num_val_images, filter_empty_rels)
+        self.rows = rows
         self.first_box = arrays["img_to_first_box"][self.rows]
         self.last_box = arrays["img_to_last_box"][self.rows]
         self.first_rel = arrays["img_to_first_rel"][self.rows]

@@ -2,8 +2,8 @@
 
 Scene-graph training uses the train split without images that have no relation (as IterativeSG);
 DETR pretraining keeps them (``filter_empty_rels=False``, as a detector's pretraining does). Both
-validate on the val split (the first ``data.num_val_images`` training-split images) with the test
-transforms.
+validate on the val split (the first ``data.num_val_images`` training-split images, counted under the
+same rule as the training images, so that no image is in both) with the test transforms.
 """
 
 from __future__ import annotations
@@ -33,17 +33,23 @@ class Datasets:
     predicate_counts: Tensor | None = None
 
 
-def load_datasets(params: Mapping[str, Any], detection_only: bool) -> Datasets:
-    """The VG150-format data under ``data.root`` (real or synthetic)."""
+def load_datasets(params: Mapping[str, Any], detection_only: bool, egtr_filters: Any = None) -> Datasets:
+    """The VG150-format data under ``data.root`` (real or synthetic); with ``egtr_filters``
+    (``itersg.data.egtr_split.EGTRFilters``) the training split is EGTR's (``EGTRTrainIndex``)."""
     from itersg.data.dataset import VG150Dataset, collate
+    from itersg.data.egtr_split import EGTRTrainIndex
     from itersg.data.transforms import eval_transforms, train_transforms
     from itersg.data.vg150 import VG150Index, load_vocabulary, predicate_frequencies
 
     data = params["data"]
     root, num_val = data["root"], data["num_val_images"]
     vocabulary = load_vocabulary(root)
-    train_index = VG150Index(root, "train", num_val, filter_empty_rels=not detection_only)
-    val_index = VG150Index(root, "val", num_val)
+    if egtr_filters is not None:
+        train_index = EGTRTrainIndex(root, num_val, egtr_filters)
+    else:
+        train_index = VG150Index(root, "train", num_val, filter_empty_rels=not detection_only)
+    # the same rule as the training split's, so that the first images form val and none is in both
+    val_index = VG150Index(root, "val", num_val, filter_empty_rels=not detection_only)
     train = VG150Dataset(train_index, train_transforms(data["train_min_sizes"], data["train_max_size"],
                                                        data["crop_resize_sizes"], data["crop_size"]))
     val = VG150Dataset(val_index, eval_transforms(data["test_size"], data["test_max_size"])) if len(val_index) else None

@@ -1,8 +1,10 @@
 """AdamW with the reference parameter groups, the step learning-rate drop, and mixed precision.
 
 As DETR and IterativeSG: two groups, the backbone at ``train.lr_backbone`` and everything else at
-``train.lr``, both with ``train.weight_decay``; frozen parameters are left out. The learning rate
-drops x0.1 once, after ``round(lr_drop_fraction * iterations)`` updates.
+``train.lr``, both with ``train.weight_decay``; frozen parameters are left out. A model may name its own
+groups: ``slow_parameter(name)`` (EGTR: the backbone, reference points and sampling offsets, at
+``train.lr_backbone``) and ``new_parameter(name)`` (EGTR's relation head, at ``train.lr_new``). The
+learning rate drops x0.1 once, after ``round(lr_drop_fraction * iterations)`` updates.
 """
 
 from __future__ import annotations
@@ -21,22 +23,27 @@ def is_backbone_parameter(name: str) -> bool:
     return "backbone" in name.split(".")
 
 
-def parameter_groups(model: nn.Module, lr: float, lr_backbone: float) -> list[dict[str, Any]]:
-    """``[{"params": rest, "lr": lr, "name": "rest"}, {"params": backbone, "lr": lr_backbone, ...}]``.
+def parameter_groups(model: nn.Module, lr: float, lr_backbone: float,
+                     lr_new: float | None = None) -> list[dict[str, Any]]:
+    """``[{"params": rest, "lr": lr, "name": "rest"}, {"params": backbone, "lr": lr_backbone, ...},
+    {"params": new, "lr": lr_new, "name": "new"}]``: the backbone group by the model's ``slow_parameter``
+    (default: a ``backbone`` sub-module), the new group by its ``new_parameter`` (default: none; ``lr_new``
+    None = ``lr``).
 
     Parameters with ``requires_grad=False`` are excluded; empty groups are dropped.
     """
+    slow = getattr(model, "slow_parameter", is_backbone_parameter)
+    new = getattr(model, "new_parameter", lambda name: False)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    backbone = [p for n, p in trainable if is_backbone_parameter(n)]
-    rest = [p for n, p in trainable if not is_backbone_parameter(n)]
-    groups = [{"name": "rest", "lr": lr, "params": rest},
-              {"name": "backbone", "lr": lr_backbone, "params": backbone}]
+    groups = [{"name": "rest", "lr": lr, "params": [p for n, p in trainable if not slow(n) and not new(n)]},
+              {"name": "backbone", "lr": lr_backbone, "params": [p for n, p in trainable if slow(n) and not new(n)]},
+              {"name": "new", "lr": lr if lr_new is None else lr_new, "params": [p for n, p in trainable if new(n)]}]
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, train: Mapping[str, Any], device: torch.device) -> torch.optim.AdamW:
     """AdamW over ``parameter_groups`` (fused kernels on CUDA)."""
-    groups = parameter_groups(model, train["lr"], train["lr_backbone"])
+    groups = parameter_groups(model, train["lr"], train["lr_backbone"], train.get("lr_new"))
     fused = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=train["lr"], weight_decay=train["weight_decay"], **fused)
 

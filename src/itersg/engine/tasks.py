@@ -53,12 +53,24 @@ def build_task(params: Mapping[str, Any], stage: str, variant: str | None) -> Ta
     if stage == "train" and variant not in params["variants"]:
         raise UserError(f"variant {variant!r} has no settings under 'variants:' in the params; add "
                         "{alpha: ..., beta: ...} for it")
-    data = datasets.load_datasets(params, detection_only=stage == "pretrain_detr")
+    egtr = get_variant(variant).method == "egtr"
+    filters = egtr_filters(params["variants"].get(variant, {})) if egtr and stage == "train" else None
+    data = datasets.load_datasets(params, detection_only=stage == "pretrain_detr", egtr_filters=filters)
     if stage == "train":
         from itersg.config import for_variant
 
+        if egtr:
+            return _egtr_task(for_variant(params, variant), variant, data, filters)
         return _scene_graph_task(for_variant(params, variant), variant, data)
     return _detr_task(params, variant, data)
+
+
+def egtr_filters(settings: Mapping[str, Any]) -> Any:
+    """EGTR's training-split filters (``itersg.data.egtr_split.EGTRFilters``) from ``variants.<name>``."""
+    from itersg.data.egtr_split import EGTRFilters
+
+    return EGTRFilters(**{key: settings[key] for key in ("filter_duplicate_rels", "filter_non_overlap")
+                          if key in settings})
 
 
 def _scene_graph_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets) -> Task:
@@ -87,14 +99,43 @@ def _scene_graph_task(params: Mapping[str, Any], variant: str, data: datasets.Da
     )
 
 
+def _egtr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets, filters: Any) -> Task:
+    """EGTR from the VG-pretrained Deformable DETR (``--init``): its relation head is new; the frequency
+    tables are counted on EGTR's training split before the first step (checkpoints carry them)."""
+    from itersg.data.egtr_split import egtr_training_graphs
+    from itersg.models.losses.egtr_criterion import EGTRCriterion, EGTRLossConfig
+    from itersg.models.registry import build_model
+    from itersg.models.relation.egtr import predicate_statistics
+    from itersg.models.weights.checkpoint_keys import load_weights
+
+    model = build_model(variant, num_classes=data.num_classes, num_predicates=data.num_predicates,
+                        overrides=params["model"]["overrides"])
+    graphs = egtr_training_graphs(params["data"]["root"], filters, params["data"]["num_val_images"])
+    # as the reference's vg_get_statistics: every training row counts (the filters above already ran)
+    model.relation.load_statistics(predicate_statistics(graphs, data.num_classes, data.num_predicates,
+                                                        must_overlap=False, unique=False))
+    criterion = EGTRCriterion(EGTRLossConfig(), num_layers=model.detector.config.decoder_layers)
+    return Task(
+        stage="train", variant=variant, model=model, criterion=criterion, train_set=data.train,
+        val_set=data.val, collate=data.collate, iterations=params["train"]["iterations"],
+        global_batch=params["train"]["batch_size"], keep_iterations=tuple(params["study"]["eval_iterations"]),
+        predict=_scene_graph_predictions, score=_scene_graph_score(params["data"], data.num_predicates),
+        ground_truth=_image_id, load_init=load_weights,
+    )
+
+
 def _detr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets) -> Task:
     from itersg.models.config import LossConfig
     from itersg.models.losses.build import build_criterion
+    from itersg.models.losses.egtr_criterion import EGTRCriterion, EGTRLossConfig
     from itersg.models.registry import build_detr
 
     model = build_detr(variant, num_classes=data.num_classes, overrides=params["model"]["overrides"],
                        transformer_level=params["model"]["transformer_level"])
-    criterion = build_criterion(model, LossConfig.from_params(params["loss"]))
+    if hasattr(model, "slow_parameter"):  # EGTR's Deformable DETR: its own losses, every layer supervised
+        criterion = EGTRCriterion(EGTRLossConfig(aux_loss=True), num_layers=model.config.decoder_layers)
+    else:
+        criterion = build_criterion(model, LossConfig.from_params(params["loss"]))
     return Task(
         stage="pretrain_detr", variant=variant, model=model, criterion=criterion, train_set=data.train,
         val_set=data.val, collate=data.collate, iterations=params["detr_weights"]["pretrain_iterations"],

@@ -47,6 +47,7 @@ def validate(module: nn.Module, criterion: nn.Module, loader: DataLoader, precis
     saved_rng = rng_state()
     was_training = module.training
     module.eval()
+    criterion.eval()  # a criterion that samples in training (EGTR's) uses every entry here, as the reference
     try:
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
         pairs: list[tuple[dict, dict]] = []
@@ -69,6 +70,7 @@ def validate(module: nn.Module, criterion: nn.Module, loader: DataLoader, precis
         return results
     finally:
         module.train(was_training)
+        criterion.train()
         set_rng_state(saved_rng)
 
 

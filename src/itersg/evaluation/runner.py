@@ -50,7 +50,7 @@ def load_model(params: Mapping[str, Any], variant: str, checkpoint: str | Path, 
     report = load_weights(model, checkpoint)
     if report.initialised:
         raise UserError(f"{checkpoint}: has no weights for {list(report.initialised)[:5]}; evaluate a trained "
-                        "IterativeSG checkpoint of this variant")
+                        "checkpoint of this variant")
     return model.eval().to(device)
 
 

@@ -141,7 +141,11 @@ def scene_graph(best: Mapping[str, Tensor], boxes: Tensor, rel_prob: Tensor, ima
 def postprocess_scene_graphs(outputs: Mapping[str, Tensor], image_sizes: Sizes, orig_sizes: Sizes,
                              image_ids: Sequence[int] | None = None, *, iou_threshold: float = 0.5,
                              max_triplets: int = 300) -> list[dict]:
-    """IterativeSG outputs -> one Predictions dict per image (CPU tensors, original-image pixels).
+    """Scene-graph model outputs -> one Predictions dict per image (CPU tensors, original-image pixels).
+
+    EGTR's outputs (they hold ``pred_connectivity``) are scored as EGTR scores them
+    (``itersg.models.relation.egtr_scoring.postprocess_egtr``, top-100 pairs); the rest of this docstring
+    is IterativeSG's.
 
     Args:
         outputs: ``IterativeSG.forward`` outputs (the last layer's are used).
@@ -154,6 +158,10 @@ def postprocess_scene_graphs(outputs: Mapping[str, Tensor], image_sizes: Sizes, 
         [P, 2] (rows best first, P <= max_triplets), ``rel_scores`` [P, R + 1] (softmax, last =
         no relation) and ``triplet_scores`` [P].
     """
+    if "pred_connectivity" in outputs:
+        from itersg.models.relation.egtr_scoring import postprocess_egtr
+
+        return postprocess_egtr(outputs, image_sizes, orig_sizes, image_ids)
     # Element-wise and per-row work is done for the whole batch at once (the same values as image by
     # image); what compares queries with each other (NMS, merging, ranking) runs per image.
     best = {}

@@ -140,6 +140,7 @@ def build_context(request: ReportRequest) -> dict[str, Any]:
         "other_columns": tables.OTHER_COLUMNS,
         "other_groups": column_groups(tables.OTHER_COLUMNS),
         "param_checks": checks,
+        "published_notes": tables.published_notes(rows),
         "empty_patterns": selection.empty_patterns,
         "study_from_params": params is not None,
         "predicates": _predicates(latest, prepare),

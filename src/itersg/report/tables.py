@@ -77,7 +77,8 @@ OTHER_COLUMNS = _other_columns()
 
 
 def reference_rows() -> list[dict[str, str]]:
-    """Every row of the packaged reference_results.csv (the etri-iterativeSG README table, see PROVENANCE)."""
+    """Every row of the packaged reference_results.csv (the etri-iterativeSG table and other methods' rows;
+    see its PROVENANCE note)."""
     text = files("itersg.report").joinpath("reference_results.csv").read_text()
     return list(csv.DictReader(io.StringIO(text)))
 
@@ -203,6 +204,11 @@ class ResultRow:
         return f"row {self.reference['ref']} · {self.reference['project']}"
 
     @property
+    def reference_note(self) -> str:
+        """The published row's ``note`` (how its numbers compare with ours), "" if it has none."""
+        return (self.reference or {}).get("note") or ""
+
+    @property
     def error(self) -> str:
         return self.metrics.error if self.metrics else ""
 
@@ -252,6 +258,28 @@ def build_rows(selection: MetricsSelection, variants: Sequence[str] | None,
                 row.diff[column.key] = difference_cell(ours, row.published[column.key], column)
         rows.append(row)
     return rows
+
+
+@dataclass(frozen=True)
+class PublishedNote:
+    """The ``note`` of a published row the tables show (e.g. a speed measured under other conditions)."""
+
+    ref: str
+    project: str
+    note: str
+    variants: tuple[str, ...]
+
+
+def published_notes(rows: Iterable[ResultRow]) -> list[PublishedNote]:
+    """One entry per published row with a note that sits beside at least one of ``rows``, in row order."""
+    found: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    for row in rows:
+        if row.reference_note:
+            key = (row.reference["ref"], row.reference["project"])
+            variants = found.setdefault(key, (row.reference_note, []))[1]
+            if row.variant not in variants:
+                variants.append(row.variant)
+    return [PublishedNote(ref, project, note, tuple(variants)) for (ref, project), (note, variants) in found.items()]
 
 
 def latest_ok(rows: Iterable[ResultRow]) -> dict[str, ResultRow]:

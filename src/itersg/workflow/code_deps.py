@@ -18,7 +18,6 @@ import ast
 import hashlib
 import re
 from collections.abc import Iterable
-from functools import cached_property
 from pathlib import Path
 
 PACKAGE = "itersg"
@@ -29,6 +28,21 @@ _VERB = re.compile(r"(?:^|[\s;|&(}])itersg\s+([a-z][\w-]*)")
 def _module_name(package_dir: Path, path: Path) -> str:
     parts = path.relative_to(package_dir).with_suffix("").parts
     return ".".join([PACKAGE, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+def _registered_verbs(tree: ast.AST) -> list[str]:
+    """The verbs a command module registers: ``subparsers.add_parser(VERB, ...)`` calls."""
+    return [node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_parser"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "subparsers" and node.args
+            and isinstance(node.args[0], ast.Constant)]
+
+
+def _strings(tree: ast.AST) -> set[str]:
+    """The string constants of a module other than docstrings (where it names a data file)."""
+    docstrings = _docstrings(tree)
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
 
 
 class ImportGraph:
@@ -44,8 +58,18 @@ class ImportGraph:
         self.data_files = sorted(path for path in self.package_dir.rglob("*")
                                  if path.is_file() and path.suffix not in (".py", ".pyc")
                                  and "__pycache__" not in path.parts)
-        self._trees = {name: ast.parse(path.read_text(), str(path)) for name, path in self.files.items()}
+        # what each module imports, registers and names, read once (the syntax trees are not kept: the
+        # Snakefile builds a graph each time it is read, and some callers read it hundreds of times)
         self._imports: dict[str, set[str]] = {}
+        self._data: dict[str, set[Path]] = {}
+        self.verb_modules: dict[str, str] = {}
+        for module, path in self.files.items():
+            tree = ast.parse(path.read_text(), str(path))
+            self._imports[module] = self._read_imports(module, tree)
+            named = _strings(tree)
+            self._data[module] = {data for data in self.data_files if any(data.name in text for text in named)}
+            if module.startswith(f"{PACKAGE}.cli."):
+                self.verb_modules.update(dict.fromkeys(_registered_verbs(tree), module))
 
     @classmethod
     def of_project(cls, root: Path | str) -> ImportGraph:
@@ -62,13 +86,11 @@ class ImportGraph:
     def imports(self, module: str) -> set[str]:
         """The itersg modules ``module`` imports anywhere in its code (the module itself, not a package
         attribute: ``from itersg.models import registry`` is ``itersg.models.registry``)."""
-        if module not in self._imports:
-            self._imports[module] = self._read_imports(module)
         return self._imports[module]
 
-    def _read_imports(self, module: str) -> set[str]:
+    def _read_imports(self, module: str, tree: ast.AST) -> set[str]:
         found = set()
-        for node in ast.walk(self._trees[module]):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -102,22 +124,6 @@ class ImportGraph:
             todo += [*self.imports(module), *(p for p in parents if p in self.files)]
         return seen
 
-    @cached_property
-    def verb_modules(self) -> dict[str, str]:
-        """Top-level verb -> the ``itersg.cli`` module that registers it (``subparsers.add_parser(VERB)``
-        in its ``register(subparsers)``)."""
-        verbs = {}
-        for module, tree in self._trees.items():
-            if not module.startswith(f"{PACKAGE}.cli."):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                        and node.func.attr == "add_parser" and isinstance(node.func.value, ast.Name) \
-                        and node.func.value.id == "subparsers" and node.args \
-                        and isinstance(node.args[0], ast.Constant):
-                    verbs[node.args[0].value] = module
-        return verbs
-
     def command_modules(self, command: str) -> set[str]:
         """Every module the ``itersg`` verbs of a shell command run (empty for a command without one)."""
         verbs, known = _VERB.findall(command), self.verb_modules
@@ -129,19 +135,8 @@ class ImportGraph:
         """The source and data files the ``itersg`` verbs of ``command`` run, sorted."""
         modules = self.command_modules(command)
         sources = [self.files[module] for module in modules]
-        named = {string for module in modules for string in self._strings[module]}
-        data = [path for path in self.data_files if any(path.name in string for string in named)]
+        data = {path for module in modules for path in self._data[module]}
         return sorted([*sources, *data])
-
-    @cached_property
-    def _strings(self) -> dict[str, set[str]]:
-        """The string constants of each module other than docstrings (where it names a data file)."""
-        strings = {}
-        for module, tree in self._trees.items():
-            docstrings = _docstrings(tree)
-            strings[module] = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
-                               and isinstance(node.value, str) and id(node) not in docstrings}
-        return strings
 
     def fingerprint(self, command: str) -> str:
         """A digest of the names and contents of ``command_files(command)``; empty without a verb."""

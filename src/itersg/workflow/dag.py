@@ -39,8 +39,9 @@ class Job:
 
 
 @contextlib.contextmanager
-def snakemake_dag(root: Path, mode: str, forceall: bool = False) -> Iterator[Any]:
-    """The built ``snakemake.dag.DAG`` of the workflow in ``root`` with ``--config mode=MODE``.
+def snakemake_dag(root: Path, mode: str, forceall: bool = False, config: dict | None = None) -> Iterator[Any]:
+    """The built ``snakemake.dag.DAG`` of the workflow in ``root`` with ``--config mode=MODE`` (and the
+    other ``--config`` values in ``config``).
 
     Snakemake works in ``root`` while the DAG is built and used; the working directory is restored after.
     """
@@ -52,7 +53,7 @@ def snakemake_dag(root: Path, mode: str, forceall: bool = False) -> Iterator[Any
     try:
         with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
             workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                        config_settings=ConfigSettings(config={"mode": mode}),
+                                        config_settings=ConfigSettings(config={**(config or {}), "mode": mode}),
                                         snakefile=root / "Snakefile", workdir=root)
             workflow_api.dag(DAGSettings(forceall=forceall))
             # The API's public verbs print; the DAG itself is read from the workflow they all build.
@@ -87,10 +88,11 @@ def upstream_jobs(dag: Any, target: str) -> list[tuple[str, list[str]]]:
     return [(str(job.log[0]), [str(f) for f in job.output]) for job in order if job.log]
 
 
-def workflow_jobs(root: Path, mode: str) -> list[Job]:
-    """Every job of the workflow in ``root`` for ``mode`` (full or demo), except the ``all`` target, in the
-    order of their rules in the workflow, then of their stage names."""
-    with snakemake_dag(root, mode, forceall=True) as dag:
+def workflow_jobs(root: Path, mode: str, config: dict | None = None) -> list[Job]:
+    """Every job of the workflow in ``root`` for ``mode`` (full or demo; ``config``: more ``--config``
+    values), except the ``all`` target, in the order of their rules in the workflow, then of their stage
+    names."""
+    with snakemake_dag(root, mode, forceall=True, config=config) as dag:
         jobs = [_job(job) for job in dag.jobs if job.rule.name != "all"]
     return sorted(jobs, key=lambda job: (job.rule_index, job.stage_name))
 

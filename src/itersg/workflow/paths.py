@@ -13,7 +13,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 # The schema stage (``x-stages``) whose keys a rule depends on, where it is not the rule's own name.
-RULE_PARAM_STAGES = {"fetch_vg": "download", "fetch_detr": "detr_weights", "replicate_decoder": "detr_weights"}
+RULE_PARAM_STAGES = {"fetch_vg": "download", "fetch_detr": "detr_weights", "replicate_decoder": "detr_weights",
+                     "fetch_egtr_detr": "detr_weights", "pretrain_deformable_detr": "pretrain_detr"}
 VG_FILES = (
     "VG-SGG-with-attri.h5",
     "VG-SGG-dicts-with-attri.json",
@@ -109,6 +110,16 @@ def released_detr(params: Mapping[str, Any]) -> str:
     return "resources/weights/iterativesg_detr_vg.pth"
 
 
+def deformable_detr_pretrain_dir(params: Mapping[str, Any]) -> str:
+    """EGTR's Deformable DETR pretrained here on VG objects."""
+    return str(results_dir(params) / "deformable_detr")
+
+
+def released_deformable_detr(params: Mapping[str, Any]) -> str:
+    """EGTR's released VG-pretrained Deformable DETR, as `itersg fetch egtr-detr-vg` places it."""
+    return "resources/weights/egtr_detr_vg.ckpt"
+
+
 def train_dir(params: Mapping[str, Any], variant: str) -> str:
     return str(results_dir(params) / "train" / variant)
 
@@ -168,11 +179,19 @@ def all_predictions(params: Mapping[str, Any]) -> list[str]:
     return [predictions_file(params, variant, iteration) for variant, iteration in evaluations(params)]
 
 
-def starts_from_detr(variant: str) -> bool:
-    """True for the variants that start from the VG-pretrained DETR (the catalogue's ``init``)."""
+def initial_weights(params: Mapping[str, Any], variant: str) -> list[str]:
+    """The file ``variant``'s training starts from (the catalogue's ``init``; ``detr_weights.source``
+    picks the released detector or the one pretrained here): the IterativeSG weights replicated from the
+    VG-pretrained DETR, EGTR's VG-pretrained Deformable DETR, or none."""
     from itersg.catalog import get_variant
 
-    return get_variant(variant).starts_from_detr
+    init, released = get_variant(variant).init, params["detr_weights"]["source"] == "released"
+    if init == "vg-detr":
+        return [released_detr(params) if released else replicated_init(params)]
+    if init == "vg-deformable-detr":
+        return [released_deformable_detr(params) if released
+                else f"{deformable_detr_pretrain_dir(params)}/model_final.pth"]
+    return []
 
 
 def gallery_inputs(params: Mapping[str, Any]) -> dict[str, str]:

@@ -66,14 +66,17 @@ class TimmResNet(nn.Module):
         name: the timm model name.
         out_indices: timm feature indices (2, 3, 4 = C3, C4, C5).
         freeze_downsample_norm: also freeze the shortcut norms the official code leaves trainable.
+        widths: the stage widths (timm's ``channels``; the stem is as wide as the first stage), for the
+            small configurations of the demo and the tests; None = the model's own.
     """
 
     def __init__(self, name: str = "resnet50", out_indices: tuple[int, ...] = (2, 3, 4),
-                 freeze_downsample_norm: bool = False):
+                 freeze_downsample_norm: bool = False, widths: tuple[int, ...] | None = None):
         super().__init__()
         self.pixel_mean, self.pixel_std = list(IMAGENET_MEAN_255), list(IMAGENET_STD_255)
         self.input_format, self.size_divisibility = "RGB", 0
-        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+        sizes = {"channels": tuple(widths), "stem_width": widths[0]} if widths else {}
+        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices, **sizes)
         freeze_batch_norms(self.body, include_digit_names=freeze_downsample_norm)
         info = self.body.feature_info
         self.out_features = tuple(info.module_name())

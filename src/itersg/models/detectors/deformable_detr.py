@@ -30,6 +30,7 @@ from itersg.models.layers.ms_deform_attn import MultiscaleDeformableAttention
 from itersg.models.layers.preprocess import ImageNormalizer, feature_padding_mask
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+SLOW_PARAMETERS = ("backbone", "reference_points", "sampling_offsets")
 Shapes = Sequence[tuple[int, int]]
 
 
@@ -52,6 +53,7 @@ class DeformableDetrConfig:
     num_queries: int = 200
     num_classes: int = 150
     backbone: str = "resnet50"
+    backbone_widths: tuple[int, ...] | None = None  # timm's stage widths; None = the model's own
     init_std: float = 0.02
 
 
@@ -235,7 +237,7 @@ class DeformableDETR(nn.Module):
     def __init__(self, backbone: nn.Module | None = None, config: DeformableDetrConfig | None = None):
         super().__init__()
         config = config or DeformableDetrConfig()
-        backbone = backbone if backbone is not None else TimmResNet(config.backbone)
+        backbone = backbone if backbone is not None else TimmResNet(config.backbone, widths=config.backbone_widths)
         if config.num_feature_levels < len(backbone.out_features):
             raise ValueError(f"num_feature_levels {config.num_feature_levels} < the backbone's "
                              f"{len(backbone.out_features)} levels")
@@ -279,6 +281,12 @@ class DeformableDETR(nn.Module):
         nn.init.zeros_(last.weight)
         with torch.no_grad():
             last.bias.copy_(torch.tensor([0.0, 0.0, -2.0, -2.0]))
+
+    @staticmethod
+    def slow_parameter(name: str) -> bool:
+        """Trained at the backbone's learning rate (the reference's ``configure_optimizers``): every parameter
+        whose name contains backbone, reference_points or sampling_offsets."""
+        return any(part in name for part in SLOW_PARAMETERS)
 
     def forward(self, images: Sequence[Tensor]) -> dict:
         """Images [3, H_i, W_i] (RGB, 0-255) -> ``pred_logits`` [B, N, num_classes], ``pred_boxes`` [B, N, 4]

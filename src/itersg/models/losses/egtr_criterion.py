@@ -35,6 +35,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from itersg.models.losses.criterion import CriterionBase, batch_index
 from itersg.models.losses.matcher import Indices, assign
+from itersg.models.losses.targets import normalized_boxes
 
 LOG_EPSILON = 1e-8  # inside the logs of the matcher's focal cost and of the non-matching cost
 
@@ -245,7 +246,13 @@ class EGTRCriterion(CriterionBase):
                 self.weight_dict.update({f"{k}_{i}": v for k, v in layer_weights.items()})
 
     def forward(self, outputs: Mapping, targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
-        """Unweighted losses; relation losses only when the outputs hold ``pred_rel`` and targets ``relations``."""
+        """Unweighted losses; relation losses only when the outputs hold ``pred_rel`` and targets ``relations``.
+
+        ``targets``: per image ``labels`` [M] and ``boxes`` [M, 4] normalised cxcywh, or dataset targets
+        (pixel x1y1x2y2 ``boxes`` with the image ``size``: ``itersg.models.losses.targets``), and
+        ``relations`` [R, 3] for the relation losses.
+        """
+        targets = [_normalised(target) for target in targets]
         indices, costs = self.matcher(outputs, targets)
         # The reference normalises by this process's GT boxes (its all-reduce is commented out).
         num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
@@ -292,3 +299,10 @@ class EGTRCriterion(CriterionBase):
             c.rel_sample_negatives_largest, c.rel_sample_nonmatching_largest).unbind(1)
         return F.binary_cross_entropy_with_logits(logits[i, j, p], target[i, j, p] * (weights[i] * weights[j]),
                                                   reduction="none")
+
+
+def _normalised(target: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """A dataset target (pixel boxes and ``size``) with its boxes as the losses take them; others as they are."""
+    if "size" not in target:
+        return target
+    return {**target, "boxes": normalized_boxes(target["boxes"].float(), target["size"])}

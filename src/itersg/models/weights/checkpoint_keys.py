@@ -342,7 +342,8 @@ def load_msra_resnet(backbone: nn.Module, path: str | Path, *, prefix: str = "")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load any supported weights file into an ``IterativeSG`` or a ``DETR``.
+    """Load any supported weights file into an ``IterativeSG``, a ``DETR``, an ``EGTR`` or its
+    ``DeformableDETR`` (``egtr_keys``: official EGTR checkpoints and this project's).
 
     IterativeSG takes IterativeSG checkpoints, DETR checkpoints (decoder replication; the
     conditioning layers and the predicate head keep their initialisation) and MSRA ResNets (backbone
@@ -350,7 +351,15 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     has a key of must be complete; parts it lacks entirely keep their values and are listed in the
     report's ``initialised``.
     """
+    from itersg.models.detectors.deformable_detr import DeformableDETR
+    from itersg.models.relation.egtr_model import EGTR
+    from itersg.models.weights.egtr_keys import load_egtr, load_egtr_detector
+
     path = Path(path)
+    if isinstance(model, EGTR):
+        return load_egtr(model, path)
+    if isinstance(model, DeformableDETR):
+        return load_egtr_detector(model, path)
     if path.suffix == ".pkl":
         return load_msra_resnet(model, path, prefix="backbone.")
     return load_state(model, read_state_dict(path), str(path))

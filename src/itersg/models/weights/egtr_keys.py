@@ -141,3 +141,31 @@ def load_egtr_detector(model: nn.Module, weights: Mapping[str, Tensor] | str | P
     check_finite(state, source)
     load_checked(model, state, source)
     return LoadReport("egtr", len(state), tuple(ignored))
+
+
+def egtr_from_official(state_dict: Mapping[str, Tensor], source: str = "EGTR checkpoint") -> dict[str, Tensor]:
+    """A whole official EGTR state dict (or a Deformable DETR one: no relation keys) -> ``EGTR`` names
+    (``detector.*``, ``relation.*``); a state dict already in those names is returned as it is."""
+    state = without_lightning_prefix(state_dict)
+    if any(key.startswith(("detector.", "relation.")) for key in state):
+        return dict(state)
+    detector, _ = detector_from_official(state, source)
+    relation = {key: value for key, value in state.items() if key.startswith(RELATION_HEAD_PREFIXES)}
+    return {**{f"detector.{k}": v for k, v in detector.items()}, **{f"relation.{k}": v for k, v in relation.items()}}
+
+
+def load_egtr(model: nn.Module, weights: Mapping[str, Tensor] | str | Path, source: str | None = None) -> LoadReport:
+    """Load an EGTR checkpoint (official ``.ckpt`` or this project's) into an ``EGTR``; a Deformable DETR
+    checkpoint (the VG-pretrained detector EGTR starts from) sets the detector and leaves the relation head
+    as initialised (reported in ``initialised``). Nothing else may be missing, unexpected or misshapen."""
+    if isinstance(weights, (str, Path)):
+        source = source or str(weights)
+        weights = read_egtr_state_dict(weights)
+    source = source or "EGTR checkpoint"
+    state = egtr_from_official(weights, source)
+    check_finite(state, source)
+    if not any(key.startswith("relation.") for key in state):
+        load_checked(model, {k.removeprefix("detector."): v for k, v in state.items()}, source, prefix="detector.")
+        return LoadReport("egtr-detector", len(state), initialised=("relation",))
+    load_checked(model, state, source)
+    return LoadReport("egtr", len(state))
