@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itersg.config import for_variant, load_params, parse_assignments, variant_recipe
+from itersg.config import for_pretraining, for_variant, load_params, parse_assignments, variant_recipe
 from itersg.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,17 @@ def test_full_defaults_are_the_published_recipe():
     assert for_variant(params, "r101-detr")["train"]["lr"] == 1e-4  # the study's
     own = load_params(PARAMS, ["variants.egtr-r50.lr_new=1e-3"])
     assert for_variant(own, "egtr-r50")["train"]["lr_new"] == 1e-3
+
+
+def test_egtr_pretrains_its_deformable_detr_with_its_own_schedule():
+    params = load_params(PARAMS)
+    detr = for_pretraining(params, "egtr-r50")
+    assert (detr["detr_weights"]["pretrain_iterations"], detr["detr_weights"]["pretrain_batch_size"]) == (360_800, 32)
+    assert {k: detr["train"][k] for k in ("lr", "lr_backbone", "lr_drop_fraction", "clip_max_norm")} == {
+        "lr": 1e-4, "lr_backbone": 1e-5, "lr_drop_fraction": 0.75, "clip_max_norm": 0.1}
+    assert for_pretraining(params, "r101-detr") == params  # IterativeSG's DETR: the params as they are
+    demo = for_pretraining(load_params(PARAMS, ["mode=demo"]), "egtr-r50")
+    assert demo["detr_weights"]["pretrain_iterations"] == 600
 
 
 def test_a_variant_cannot_evaluate_past_its_own_iterations():

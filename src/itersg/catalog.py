@@ -55,7 +55,8 @@ class Variant:
     (EGTR), None = from the backbone builder's own initialisation; ``published``: the ``ref`` of its rows
     in the report's reference_results.csv, None if none; ``label``: backbone and detector as that table spells them;
     ``released``: the download manifest's entry holding the authors' trained checkpoint of it, if any
-    (``itersg fetch`` then says how to evaluate it).
+    (``itersg fetch`` then says how to evaluate it); ``pretrain``: the optimiser settings of its own
+    detector pretraining where they are not IterativeSG's DETR's (EGTR's Deformable DETR).
     """
 
     name: str
@@ -70,6 +71,7 @@ class Variant:
     protocols: tuple[str, ...] = PROTOCOLS
     published: str | None = None
     released: str | None = None
+    pretrain: Recipe | None = None
 
     @property
     def aux_head(self) -> str | None:
@@ -87,6 +89,10 @@ SPEAQ_RECIPE = Recipe(iterations=150_000, batch_size=20, eval_iterations=(150_00
 EGTR_RECIPE = Recipe(iterations=67_650, batch_size=64, eval_iterations=(67_650,),
                      train=(("lr", 2e-6), ("lr_backbone", 2e-7), ("lr_new", 2e-4), ("weight_decay", 1e-4),
                             ("lr_drop_fraction", 50 / 75), ("clip_max_norm", 0.1)))
+# EGTR's pretrain_detr.py: lr 1e-4 / backbone 1e-5, AdamW weight decay 1e-4, gradient clip 0.1, 150 epochs
+# then 50 at 0.1 x lr (the drop at 150 / 200 of detr_weights.deformable_pretrain_iterations).
+EGTR_DETR_PRETRAIN = Recipe(train=(("lr", 1e-4), ("lr_backbone", 1e-5), ("weight_decay", 1e-4),
+                                   ("lr_drop_fraction", 150 / 200), ("clip_max_norm", 0.1)))
 _VOVNET_REFS = {("detr", 39): "B", ("detr", 57): "C", ("detr", 99): "D",
                 ("centermask", 39): "E", ("centermask", 57): "F", ("centermask", 99): "G"}
 
@@ -119,7 +125,8 @@ def _catalogue() -> dict[str, Variant]:
     baseline = replace(iterativesg[0], name="r101-detr-speaq-baseline", recipe=SPEAQ_RECIPE, published=None,
                        released=None)
     egtr = Variant("egtr-r50", "egtr", "resnet", 50, "deformable-detr", ("ResNet-50", "Deformable DETR"),
-                   init="vg-deformable-detr", recipe=EGTR_RECIPE, published="EGTR", released="egtr-final")
+                   init="vg-deformable-detr", recipe=EGTR_RECIPE, published="EGTR", released="egtr-final",
+                   pretrain=EGTR_DETR_PRETRAIN)
     return {v.name: v for v in (*iterativesg, *speaq, baseline, egtr)}
 
 

@@ -280,6 +280,22 @@ def for_variant(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
     return deep_merge(params, {"train": train, "study": {"eval_iterations": recipe["eval_iterations"]}})
 
 
+def for_pretraining(params: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """``params`` for pretraining the detector ``variant`` starts from: EGTR's Deformable DETR takes
+    ``detr_weights.deformable_pretrain_*`` as the pretraining's iterations and batch and its catalogue
+    pretraining settings (``Variant.pretrain``) as ``train.*``; IterativeSG's DETR is the params as they are."""
+    from itersg.catalog import VARIANTS
+
+    spec = VARIANTS.get(variant)
+    if spec is None or spec.detector != "deformable-detr":
+        return dict(params)
+    weights = params["detr_weights"]
+    return deep_merge(params, {
+        "detr_weights": {"pretrain_iterations": weights["deformable_pretrain_iterations"],
+                         "pretrain_batch_size": weights["deformable_pretrain_batch_size"]},
+        "train": dict(spec.pretrain.train) if spec.pretrain else {}})
+
+
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     """Turn ``["train.iterations=100", "mode=demo"]`` into a nested override dict (values parsed as YAML)."""
     override: dict[str, Any] = {}

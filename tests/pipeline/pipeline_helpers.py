@@ -17,7 +17,7 @@ DEMO_DVC = str(DVC_FILES["demo"])
 # The demo switch plus a smaller scale so that every DAG test finishes in a few minutes on 2 cores.
 TINY_DEMO = {
     "synth": {"images": 160},
-    "detr_weights": {"pretrain_iterations": 12},
+    "detr_weights": {"pretrain_iterations": 12, "deformable_pretrain_iterations": 12},
     "study": {"variants": ["r101-detr", "vovnet39-centermask"], "eval_iterations": [8, 16]},
     "train": {"iterations": 16, "batch_size": 4, "checkpoint_every": 4, "val_every": 8, "val_images": 8,
               "log_every": 4},

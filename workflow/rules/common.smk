@@ -5,7 +5,7 @@ import os
 import itersg.workflow.code_deps as code_deps
 import itersg.workflow.paths as paths
 import itersg.workflow.slurm as slurm
-from itersg.config import for_variant, resolve_params, stage_values
+from itersg.config import for_pretraining, for_variant, resolve_params, stage_values
 from snakemake.utils import validate
 
 

@@ -77,7 +77,8 @@ else:
         threads: JOB_THREADS
         resources:
             **TRAINING_RESOURCES,
-            runtime=runtime_of("pretrain_detr"),
+            runtime=lambda wildcards, attempt: slurm.training_runtime(for_pretraining(P, "egtr-r50"), "pretrain_detr",
+                                                                      attempt),
         conda:
             "../envs/itersg.yaml"
         shell:

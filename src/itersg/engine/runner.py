@@ -97,6 +97,10 @@ def run_training(params: Mapping[str, Any], stage: str, out: str | Path, variant
         from itersg.config import for_variant
 
         params = for_variant(params, variant)
+    elif stage == "pretrain_detr" and variant is not None:  # EGTR's Deformable DETR: its own schedule
+        from itersg.config import for_pretraining
+
+        params = for_pretraining(params, variant)
     train = params["train"]
     device = dist_utils.select_device(launch, train["gpus"], train["nodes"], train["device"])
     dist_utils.init_process_group(launch, device)
