@@ -26,6 +26,10 @@ def test_infer_and_train_benchmarks_report_speed_and_machine(capsys):
     assert train["images_per_second"] > 0 and train["batch_size"] == 2
     speaq = _bench(["train", "--variant", "r101-detr-speaq", *common], capsys)
     assert speaq["images_per_second"] > 0 and speaq["variant"] == "r101-detr-speaq"
+    egtr = _bench(["train", "--variant", "egtr-r50", *common], capsys)
+    assert egtr["images_per_second"] > 0 and egtr["variant"] == "egtr-r50"
+    egtr = _bench(["infer", "--variant", "egtr-r50", *common], capsys)
+    assert egtr["ms_per_image"] > 0 and egtr["params"]["frequency_table"] > 0
 
 
 def test_index_benchmark_opens_a_real_size_index(tmp_path, capsys):

@@ -115,7 +115,7 @@ def bench_train(variant: str, *, batch_size: int = 12, height: int = 800, width:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(variant, overrides=overrides).train()
     # SpeaQ groups predicates by count: the random batch draws them uniformly, so count them equal
-    counts = torch.ones(model.config.num_predicates, dtype=torch.int64)
+    counts = torch.ones(50, dtype=torch.int64)
     criterion = build_criterion(model, LossConfig(), predicate_counts=counts).to(device)
     runner = _prepare(model, device, channels_last, compile_model)
     parameters = [p for p in model.parameters() if p.requires_grad]

@@ -35,6 +35,7 @@ def test_the_demo_switch_trains_and_evaluates_egtr_to_the_report(tiny_project):
     html = (tiny_project / "reports/demo/report.html").read_text()
     assert 'data-variant="egtr-r50"' in html and "EGTR (released checkpoint)" in html
     assert 'data-status="failed"' not in html
+    assert '<figure class="graph" data-variant="egtr-r50"' in html  # its predictions in the gallery
     # `itersg predict` reads EGTR checkpoints too
     image = next((tiny_project / "results/demo/vg/VG_100K").glob("*.jpg"))
     run(["itersg", "predict", str(image), "--variant", "egtr-r50", "--checkpoint",

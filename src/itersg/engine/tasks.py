@@ -103,7 +103,7 @@ def _egtr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets,
     """EGTR from the VG-pretrained Deformable DETR (``--init``): its relation head is new; the frequency
     tables are counted on EGTR's training split before the first step (checkpoints carry them)."""
     from itersg.data.egtr_split import egtr_training_graphs
-    from itersg.models.losses.egtr_criterion import EGTRCriterion, EGTRLossConfig
+    from itersg.models.losses.build import build_criterion
     from itersg.models.registry import build_model
     from itersg.models.relation.egtr import predicate_statistics
     from itersg.models.weights.checkpoint_keys import load_weights
@@ -114,7 +114,7 @@ def _egtr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets,
     # as the reference's vg_get_statistics: every training row counts (the filters above already ran)
     model.relation.load_statistics(predicate_statistics(graphs, data.num_classes, data.num_predicates,
                                                         must_overlap=False, unique=False))
-    criterion = EGTRCriterion(EGTRLossConfig(), num_layers=model.detector.config.decoder_layers)
+    criterion = build_criterion(model)
     return Task(
         stage="train", variant=variant, model=model, criterion=criterion, train_set=data.train,
         val_set=data.val, collate=data.collate, iterations=params["train"]["iterations"],
@@ -127,15 +127,11 @@ def _egtr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets,
 def _detr_task(params: Mapping[str, Any], variant: str, data: datasets.Datasets) -> Task:
     from itersg.models.config import LossConfig
     from itersg.models.losses.build import build_criterion
-    from itersg.models.losses.egtr_criterion import EGTRCriterion, EGTRLossConfig
     from itersg.models.registry import build_detr
 
     model = build_detr(variant, num_classes=data.num_classes, overrides=params["model"]["overrides"],
                        transformer_level=params["model"]["transformer_level"])
-    if hasattr(model, "slow_parameter"):  # EGTR's Deformable DETR: its own losses, every layer supervised
-        criterion = EGTRCriterion(EGTRLossConfig(aux_loss=True), num_layers=model.config.decoder_layers)
-    else:
-        criterion = build_criterion(model, LossConfig.from_params(params["loss"]))
+    criterion = build_criterion(model, LossConfig.from_params(params["loss"]))
     return Task(
         stage="pretrain_detr", variant=variant, model=model, criterion=criterion, train_set=data.train,
         val_set=data.val, collate=data.collate, iterations=params["detr_weights"]["pretrain_iterations"],
