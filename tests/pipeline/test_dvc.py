@@ -165,8 +165,11 @@ def _candidates(spec: dict, value: Any, schema: dict) -> list[Any]:
     if "enum" in spec:
         return [choice for choice in spec["enum"] if choice != value]
     kind = spec.get("type")
+    if isinstance(kind, list):  # a nullable key (train.lr_new): its other type
+        kind = next(k for k in kind if k != "null")
     if value is None:  # a key without a default or a value (model.overrides.hidden_dim): set it
-        return {"integer": [2, 4], "number": [0.25, 0.5], "object": [{"small": True}]}[kind]
+        return {"integer": [2, 4], "number": [0.25, 0.5], "boolean": [False, True],
+                "object": [{"small": True}]}[kind]
     if kind == "boolean":
         return [not value]
     if kind == "integer":
